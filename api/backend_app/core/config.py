@@ -1,0 +1,125 @@
+"""The one Settings object: the only place that reads the environment.
+
+Settings are validated once at start-up. A malformed value stops the process with one
+line per problem naming the environment variable, never a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+# The placeholder shipped for development; refused when ENVIRONMENT=production.
+DEVELOPMENT_SECRET_KEY = "dev-insecure-secret-key-change-me"
+
+_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+asyncpg"}
+
+
+class Environment(str, enum.Enum):
+    development = "development"
+    production = "production"
+
+
+def to_asyncpg_url(raw_url: str) -> str:
+    """Accept `postgresql://` (what most deployments export) and return the asyncpg form."""
+    try:
+        url = make_url(raw_url.strip())
+    except ArgumentError as exc:
+        raise ValueError("is not a database URL (expected postgresql://user:password@host:port/name)") from exc
+    if url.drivername not in _POSTGRES_SCHEMES:
+        raise ValueError(f"scheme '{url.drivername}' is not supported; use postgresql:// or postgresql+asyncpg://")
+    if not url.host:
+        raise ValueError("has no host")
+    if not url.database:
+        raise ValueError("has no database name")
+    return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***, for logs and health output."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable url>"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Environment = Environment.development
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    secret_key: str = DEVELOPMENT_SECRET_KEY
+    base_url: str = "http://localhost:8000"
+    cdn_url: str = ""
+    media_root: str = "media"
+
+    database_url: str = "postgresql+asyncpg://postgres:postgres@localhost:5432/jobplatform"
+    # One replica URL or several separated by commas; empty or equal to the primary: no replica.
+    database_url_read: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_max_overflow: int = Field(default=10, ge=0, le=1000)
+    db_read_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_read_max_overflow: int = Field(default=10, ge=0, le=1000)
+    db_read_pool_recycle: int = Field(default=300, ge=-1)
+    db_read_connect_timeout: float = Field(default=5, gt=0, le=300)
+
+    redis_url: str = "redis://localhost:6379/0"
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _normalise_primary_url(cls, value: str) -> str:
+        return to_asyncpg_url(str(value))
+
+    @field_validator("database_url_read", mode="before")
+    @classmethod
+    def _split_replica_urls(cls, value: object) -> list[str]:
+        if value is None:
+            return []
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        return [to_asyncpg_url(part) for part in parts if str(part).strip()]
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        # A replica URL equal to the primary is how some deployments say "no replica".
+        self.database_url_read = [url for url in self.database_url_read if url != self.database_url]
+        if self.environment is Environment.production and (
+            not self.secret_key or self.secret_key == DEVELOPMENT_SECRET_KEY
+        ):
+            raise ValueError("SECRET_KEY must be set to a private value when ENVIRONMENT=production")
+        return self
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the environment variable as the operator typed it."""
+    lines = []
+    for problem in error.errors():
+        variable = "_".join(str(part) for part in problem["loc"]).upper()
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"Invalid setting {variable}: {message}" if variable else f"Invalid settings: {message}")
+    return "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        # SystemExit with a message prints it to stderr and exits 1, with no traceback.
+        raise SystemExit(describe_validation_error(error)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,35 @@
+"""Exception handlers that keep outages and bad input out of the 500 path."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+
+from backend_app.core.read_replica import CONNECTION_ERRORS, is_connection_error
+
+logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def service_unavailable(detail: str, retry_after: int) -> JSONResponse:
+    return JSONResponse(
+        status_code=503, content={"detail": detail}, headers={"Retry-After": str(retry_after)}
+    )
+
+
+async def _database_error_handler(request: Request, error: Exception) -> JSONResponse:
+    if not is_connection_error(error):
+        raise error
+    logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(error).__name__)
+    return service_unavailable(
+        "The database is temporarily unavailable; retry shortly.", DATABASE_RETRY_AFTER_SECONDS
+    )
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    for error_type in {*CONNECTION_ERRORS, DBAPIError}:
+        app.add_exception_handler(error_type, _database_error_handler)

@@ -1,0 +1,42 @@
+"""The ASGI application: `uvicorn backend_app.main:app` from `api/`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from backend_app.core.config import Settings, get_settings
+from backend_app.core.errors import install_exception_handlers
+from backend_app.core.logging import configure_logging
+from backend_app.core.read_replica import close_database, init_database
+from backend_app.health.router import router as health_router
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        router = init_database(settings)
+        logger.info(
+            "database primary %s, %d replica(s)", router.primary.masked_url, len(router.replicas)
+        )
+        try:
+            yield
+        finally:
+            await close_database()
+
+    app = FastAPI(title="Job platform API", version="0.1.0", lifespan=lifespan)
+    install_exception_handlers(app)
+    app.include_router(health_router)
+    return app
+
+
+_settings = get_settings()
+configure_logging(_settings.log_level)
+app = create_app(_settings)

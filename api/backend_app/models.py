@@ -1,0 +1,6 @@
+"""Every model, imported once so Base.metadata is complete (Alembic and the tests use this)."""
+
+from backend_app.core.database import Base
+from backend_app.users.models import User
+
+__all__ = ["Base", "User"]
