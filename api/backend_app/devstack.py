@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -158,8 +159,16 @@ class PostgresServer:
         self._chown(password_file)
         try:
             self._run(
-                "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={password_file}",
-                "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-instructions",
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={password_file}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
             )
         finally:
             password_file.unlink()
@@ -185,8 +194,22 @@ class PostgresServer:
             database="postgres",
         )
         self._run(
-            "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", SUPERUSER,
-            "-D", str(self.data_dir), "-R", "-X", "stream", "-C", "-S", slot, "--checkpoint=fast",
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            SUPERUSER,
+            "-D",
+            str(self.data_dir),
+            "-R",
+            "-X",
+            "stream",
+            "-C",
+            "-S",
+            slot,
+            "--checkpoint=fast",
         )
 
     def is_running(self) -> bool:
@@ -196,8 +219,17 @@ class PostgresServer:
         if self.is_running():
             return
         self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-o", f"-p {self.port}",
-            "-w", "-t", "60", "start",
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            f"-p {self.port}",
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
 
     def stop(self, mode: str = "fast") -> None:
@@ -206,8 +238,22 @@ class PostgresServer:
 
     def psql(self, sql: str, *, database: str = DEFAULT_DATABASE) -> str:
         result = self._run(
-            "psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", database,
-            "-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", "-c", sql,
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            sql,
         )
         return result.stdout.strip()
 
@@ -254,9 +300,22 @@ class RedisServer:
         persistence = ["--appendonly", "yes"] if self.durable else ["--appendonly", "no"]
         self._process = subprocess.Popen(
             [
-                str(find_redis_server()), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir), "--pidfile", str(self.pid_file), "--save", "",
-                "--daemonize", "no", "--logfile", str(self.data_dir / "redis.log"), *persistence,
+                str(find_redis_server()),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--pidfile",
+                str(self.pid_file),
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.data_dir / "redis.log"),
+                *persistence,
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -305,22 +364,37 @@ class LocalStack:
         self.root = root.resolve()
         self.durable = durable
         self.database = database
-        wanted = 2 + replicas
-        ports = list(ports) if ports else [free_port() for _ in range(wanted)]
-        if len(ports) < wanted:
-            raise StackError(f"need {wanted} ports, got {len(ports)}")
+        ports = self._assign_ports(ports, wanted=2 + replicas)
         self.postgres_dir = self.root / "postgres"
         self.primary: PostgresServer | None = None
         self.replicas: list[PostgresServer] = []
         if postgres:
             bin_dir = find_postgres_bin_dir()
             password = self._superuser_password()
-            self.primary = PostgresServer("primary", self.postgres_dir / "primary", ports[0], bin_dir, password=password)
+            self.primary = PostgresServer(
+                "primary", self.postgres_dir / "primary", ports[0], bin_dir, password=password
+            )
             self.replicas = [
-                PostgresServer(f"replica{n}", self.postgres_dir / f"replica{n}", ports[n], bin_dir, password=password)
+                PostgresServer(
+                    f"replica{n}", self.postgres_dir / f"replica{n}", ports[n], bin_dir, password=password
+                )
                 for n in range(1, replicas + 1)
             ]
         self.redis = RedisServer(self.root / "redis", ports[-1], durable=durable) if redis else None
+
+    def _assign_ports(self, requested: Sequence[int] | None, *, wanted: int) -> list[int]:
+        # A reused data folder keeps its ports: each replica's primary_conninfo names the primary's.
+        ports_file = self.root / "ports.json"
+        if ports_file.exists():
+            saved = json.loads(ports_file.read_text())
+            if len(saved) >= wanted:
+                return saved
+        ports = list(requested) if requested else [free_port() for _ in range(wanted)]
+        if len(ports) < wanted:
+            raise StackError(f"need {wanted} ports, got {len(ports)}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        ports_file.write_text(json.dumps(ports))
+        return ports
 
     def _superuser_password(self) -> str:
         # Kept beside the data so a reused data folder keeps working across runs.
@@ -342,7 +416,10 @@ class LocalStack:
         # The unprivileged account must be able to walk down to its folder.
         reachable = subprocess.run(
             ["test", "-w", str(self.postgres_dir)],
-            user=account.pw_uid, group=account.pw_gid, extra_groups=[], check=False,
+            user=account.pw_uid,
+            group=account.pw_gid,
+            extra_groups=[],
+            check=False,
         )
         if reachable.returncode != 0:
             raise StackError(
@@ -372,7 +449,11 @@ class LocalStack:
 
     def stop(self) -> None:
         errors = []
-        for server in [*self.replicas, *([self.primary] if self.primary else []), *([self.redis] if self.redis else [])]:
+        for server in [
+            *self.replicas,
+            *([self.primary] if self.primary else []),
+            *([self.redis] if self.redis else []),
+        ]:
             try:
                 server.stop()
             except StackError as error:
@@ -423,13 +504,16 @@ def _run_command(command: Sequence[str], env: dict[str, str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend_app.devstack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m backend_app.devstack", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="start the local servers, migrate, run COMMAND, stop the servers")
     run.add_argument("--data-dir", type=Path, default=API_DIR.parent / ".devdata")
     run.add_argument("--replicas", type=int, default=1)
-    run.add_argument("--primary-port", type=int, default=25432)
+    run.add_argument("--primary-port", type=int, default=25432, help="replicas take the next ports")
     run.add_argument("--redis-port", type=int, default=26379)
+    run.add_argument("--any-ports", action="store_true", help="pick free ports instead of the fixed ones")
     run.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -439,7 +523,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ)
     want_postgres = not env.get("DATABASE_URL")
     want_redis = not env.get("REDIS_URL")
-    ports = [args.primary_port + n for n in range(args.replicas + 1)] + [args.redis_port]
+    ports = (
+        None
+        if args.any_ports
+        else [
+            *(args.primary_port + n for n in range(args.replicas + 1)),
+            args.redis_port,
+        ]
+    )
     try:
         stack = LocalStack(
             args.data_dir, replicas=args.replicas, postgres=want_postgres, redis=want_redis, ports=ports

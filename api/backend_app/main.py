@@ -23,9 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router = init_database(settings)
-        logger.info(
-            "database primary %s, %d replica(s)", router.primary.masked_url, len(router.replicas)
-        )
+        logger.info("database primary %s, %d replica(s)", router.primary.masked_url, len(router.replicas))
         try:
             yield
         finally:

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from backend_app.core.config import get_settings
+from backend_app.core.config import get_settings, to_asyncpg_url
 from backend_app.models import Base
 
 config = context.config
@@ -21,7 +21,8 @@ target_metadata = Base.metadata
 
 def _database_url() -> str:
     # A URL given with `alembic -x url=...` wins, for one-off runs against another database.
-    return context.get_x_argument(as_dictionary=True).get("url") or get_settings().database_url
+    given = context.get_x_argument(as_dictionary=True).get("url")
+    return to_asyncpg_url(given) if given else get_settings().database_url
 
 
 def run_migrations_offline() -> None:

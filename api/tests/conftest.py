@@ -50,7 +50,8 @@ def stack() -> Iterator[LocalStack]:
 def isolated_state(stack: LocalStack) -> Iterator[None]:
     """Every test starts with all servers up, empty tables and an empty Redis."""
     yield
-    assert stack.primary is not None and stack.redis is not None
+    assert stack.primary is not None
+    assert stack.redis is not None
     stack.primary.start()
     for replica in stack.replicas:
         replica.start()

@@ -16,12 +16,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 # The placeholder shipped for development; refused when ENVIRONMENT=production.
-DEVELOPMENT_SECRET_KEY = "dev-insecure-secret-key-change-me"
+DEVELOPMENT_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105
 
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+asyncpg"}
 
 
-class Environment(str, enum.Enum):
+class Environment(enum.StrEnum):
     development = "development"
     production = "production"
 
@@ -31,9 +31,13 @@ def to_asyncpg_url(raw_url: str) -> str:
     try:
         url = make_url(raw_url.strip())
     except ArgumentError as exc:
-        raise ValueError("is not a database URL (expected postgresql://user:password@host:port/name)") from exc
+        raise ValueError(
+            "is not a database URL (expected postgresql://user:password@host:port/name)"
+        ) from exc
     if url.drivername not in _POSTGRES_SCHEMES:
-        raise ValueError(f"scheme '{url.drivername}' is not supported; use postgresql:// or postgresql+asyncpg://")
+        raise ValueError(
+            f"scheme '{url.drivername}' is not supported; use postgresql:// or postgresql+asyncpg://"
+        )
     if not url.host:
         raise ValueError("has no host")
     if not url.database:

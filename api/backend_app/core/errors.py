@@ -24,12 +24,14 @@ def service_unavailable(detail: str, retry_after: int) -> JSONResponse:
 async def _database_error_handler(request: Request, error: Exception) -> JSONResponse:
     if not is_connection_error(error):
         raise error
-    logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(error).__name__)
+    logger.warning(
+        "database unavailable during %s %s: %s", request.method, request.url.path, type(error).__name__
+    )
     return service_unavailable(
         "The database is temporarily unavailable; retry shortly.", DATABASE_RETRY_AFTER_SECONDS
     )
 
 
 def install_exception_handlers(app: FastAPI) -> None:
-    for error_type in {*CONNECTION_ERRORS, DBAPIError}:
+    for error_type in (*CONNECTION_ERRORS, DBAPIError):
         app.add_exception_handler(error_type, _database_error_handler)

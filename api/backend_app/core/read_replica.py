@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,12 +35,16 @@ logger = logging.getLogger(__name__)
 
 # Errors that mean "this database node cannot be reached right now", as opposed to a bad query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
+    ConnectionError,
+    TimeoutError,  # also asyncio.TimeoutError
+    socket.gaierror,
     PoolTimeoutError,
     OperationalError,
     InterfaceError,
 )
+# SQLSTATEs of a server that is gone or not taking connections: connection exceptions (08xxx),
+# admin/crash shutdown and "cannot connect now" (57P0x), too many connections (53300).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 # How long a replica that failed to connect stays out of rotation before it is tried again.
 REPLICA_BAN_SECONDS = 5.0
@@ -54,9 +59,13 @@ class AsyncWriteSession(AsyncReadSession):
 
 
 def is_connection_error(error: BaseException) -> bool:
-    if isinstance(error, DBAPIError) and not isinstance(error, (OperationalError, InterfaceError)):
-        return bool(error.connection_invalidated)
-    return isinstance(error, CONNECTION_ERRORS)
+    if isinstance(error, CONNECTION_ERRORS):
+        return True
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None) or ""
+        return error.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    # A refused or reset socket from the driver before SQLAlchemy could wrap it.
+    return isinstance(error, OSError) and error.errno is not None
 
 
 def parse_lsn(lsn: str | None) -> int | None:
@@ -227,9 +236,7 @@ class DatabaseRouter:
         return {"reachable": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}, row
 
     async def health(self) -> dict[str, Any]:
-        primary_probe = self._probe(
-            self.primary, "SELECT pg_is_in_recovery(), pg_current_wal_lsn()::text"
-        )
+        primary_probe = self._probe(self.primary, "SELECT pg_is_in_recovery(), pg_current_wal_lsn()::text")
         replica_probes = [
             self._probe(
                 node,
@@ -238,15 +245,15 @@ class DatabaseRouter:
             )
             for node in self.replicas
         ]
-        (primary_info, primary_row), *replica_results = await asyncio.gather(
-            primary_probe, *replica_probes
-        )
+        (primary_info, primary_row), *replica_results = await asyncio.gather(primary_probe, *replica_probes)
         primary_lsn = None
         if primary_row is not None:
             in_recovery, lsn = primary_row
             primary_lsn = parse_lsn(lsn)
             primary_info["role"] = "replica" if in_recovery else "primary"
-        primary_info.update(name=self.primary.name, url=self.primary.masked_url, pool=self.primary.pool_status())
+        primary_info.update(
+            name=self.primary.name, url=self.primary.masked_url, pool=self.primary.pool_status()
+        )
         primary_ok = primary_info["reachable"] and primary_info.get("role") == "primary"
         primary_info["status"] = "healthy" if primary_ok else "unhealthy"
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from backend_app.core.database import Base, CreatedAtMixin
 
 
-class UserRole(str, enum.Enum):
+class UserRole(enum.StrEnum):
     job_seeker = "job_seeker"
     employer = "employer"
 

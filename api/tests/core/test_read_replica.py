@@ -70,7 +70,9 @@ async def probe_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def test_write_is_read_back_from_the_replica(probe_client: httpx.AsyncClient, stack: LocalStack) -> None:
+async def test_write_is_read_back_from_the_replica(
+    probe_client: httpx.AsyncClient, stack: LocalStack
+) -> None:
     created = await probe_client.post("/probe/users", json={"username": "ada"})
     assert created.status_code == 201
     stack.wait_for_replicas()
@@ -141,7 +143,9 @@ async def test_dependencies_yield_typed_sessions(app: FastAPI) -> None:
     read_session = await anext(read_dependency)
     try:
         assert isinstance(write_session, AsyncWriteSession)
-        assert isinstance(write_session, AsyncReadSession), "a write session must serve where a read one is wanted"
+        assert isinstance(write_session, AsyncReadSession), (
+            "a write session must serve where a read one is wanted"
+        )
         assert not isinstance(read_session, AsyncWriteSession)
         assert (await read_session.execute(select(User))).all() == []
     finally:
@@ -151,7 +155,9 @@ async def test_dependencies_yield_typed_sessions(app: FastAPI) -> None:
 
 async def test_without_replica_reads_use_the_primary(stack: LocalStack) -> None:
     assert stack.primary is not None
-    settings = Settings(_env_file=None, database_url=stack.primary.url(), database_url_read=stack.primary.url())
+    settings = Settings(
+        _env_file=None, database_url=stack.primary.url(), database_url_read=stack.primary.url()
+    )
     application = create_app(settings)
     application.include_router(probe)
     async with application.router.lifespan_context(application):
@@ -164,3 +170,20 @@ async def test_without_replica_reads_use_the_primary(stack: LocalStack) -> None:
     assert response.json() == {"username": "solo", "served_by": "primary"}
     assert health["status"] == "not_configured"
     assert health["replicas"] == []
+
+
+async def test_write_while_the_primary_is_down_is_503_with_retry_after(
+    probe_client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    assert stack.primary is not None
+    stack.primary.stop()
+
+    response = await probe_client.post("/probe/users", json={"username": "later"})
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.json() == {"detail": "The database is temporarily unavailable; retry shortly."}
+
+    stack.primary.start()
+    retried = await probe_client.post("/probe/users", json={"username": "later"})
+    assert retried.status_code == 201

@@ -1,0 +1,40 @@
+# The two commands of the README:
+#   make dev   - the whole stack on this machine (API on http://localhost:8000)
+#   make test  - ruff and the whole test suite against real servers
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+
+.PHONY: dev test lint format system-deps clean-dev
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed: make PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+system-deps:
+	@bash api/scripts/system-deps.sh
+
+dev: system-deps $(VENV)/.runtime-installed
+	PATH="$(BIN):$$PATH" PYTHONPATH=api $(BIN)/python -m backend_app.devstack run -- honcho -f Procfile start
+
+lint: $(VENV)/.dev-installed
+	cd api && $(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	cd api && $(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+test: system-deps $(VENV)/.dev-installed lint
+	cd api && PATH="$(BIN):$$PATH" $(BIN)/python -m pytest
+
+clean-dev:
+	rm -rf .devdata

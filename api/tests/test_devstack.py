@@ -1,0 +1,73 @@
+"""`python -m backend_app.devstack run`, the machinery behind `make dev`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.processes import API_DIR
+
+CHECK_ENVIRONMENT = (
+    "import os; print('DB', os.environ['DATABASE_URL'].split('@')[1]);"
+    " print('READ', len(os.environ['DATABASE_URL_READ'].split(',')));"
+    " print('REDIS', os.environ['REDIS_URL'])"
+)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: under root its parents are closed to the PostgreSQL account.
+    root = Path(tempfile.mkdtemp(prefix="devstack-test-"))
+    root.chmod(0o711)
+    yield root / "devdata"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def run_devstack(data_dir: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DATABASE_URL_READ", "REDIS_URL"}}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backend_app.devstack",
+            "run",
+            "--data-dir",
+            str(data_dir),
+            "--any-ports",
+            "--",
+            *command,
+        ],
+        cwd=API_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_run_starts_servers_migrates_runs_the_command_and_reuses_data(data_dir: Path) -> None:
+    first = run_devstack(data_dir, sys.executable, "-m", "alembic", "current")
+    assert first.returncode == 0, first.stderr
+    assert "0001 (head)" in first.stdout
+    assert "stopping local servers" in first.stderr
+
+    second = run_devstack(data_dir, sys.executable, "-c", CHECK_ENVIRONMENT)
+    assert second.returncode == 0, second.stderr
+    assert "READ 1" in second.stdout
+    assert "REDIS redis://127.0.0.1:" in second.stdout
+    # The second run reused the data folder: no new cluster was made.
+    assert "initdb" not in second.stderr
+    assert (data_dir / "postgres" / "replica1" / "standby.signal").exists()
+
+
+def test_run_exits_with_the_command_status(data_dir: Path) -> None:
+    result = run_devstack(data_dir, sys.executable, "-c", "raise SystemExit(3)")
+    assert result.returncode == 3
