@@ -495,12 +495,19 @@ def _run_command(command: Sequence[str], env: dict[str, str]) -> int:
 
     def forward(signum: int, _frame: object) -> None:
         # Ctrl-C reaches the child from the terminal itself; a TERM sent to us is passed on.
-        if signum == signal.SIGTERM:
+        if signum in (signal.SIGTERM, signal.SIGHUP):
             child.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGHUP, forward)
     return child.wait()
+
+
+def _say(message: str) -> None:
+    # A closed terminal or pipe must not stop us before the servers are stopped.
+    with contextlib.suppress(OSError):
+        print(f"devstack: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -536,24 +543,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.data_dir, replicas=args.replicas, postgres=want_postgres, redis=want_redis, ports=ports
         )
     except StackError as error:
-        print(f"devstack: {error}", file=sys.stderr)
+        _say(str(error))
         return 1
     try:
-        print(f"devstack: starting local servers under {stack.root}", file=sys.stderr)
+        _say(f"starting local servers under {stack.root}")
         stack.start()
         env.update(stack.environment())
         for name, server in [("primary", stack.primary), *((r.name, r) for r in stack.replicas)]:
             if server is not None:
-                print(f"devstack: PostgreSQL {name} on 127.0.0.1:{server.port}", file=sys.stderr)
+                _say(f"PostgreSQL {name} on 127.0.0.1:{server.port}")
         if stack.redis is not None:
-            print(f"devstack: Redis on {stack.redis.url}", file=sys.stderr)
+            _say(f"Redis on {stack.redis.url}")
         run_migrations(env)
         return _run_command(command, env)
     except StackError as error:
-        print(f"devstack: {error}", file=sys.stderr)
+        _say(str(error))
         return 1
     finally:
-        print("devstack: stopping local servers", file=sys.stderr)
+        _say("stopping local servers")
         stack.stop()
 
 

@@ -80,9 +80,10 @@ def engine_pool_status(engine: AsyncEngine) -> dict[str, int]:
     pool: Any = engine.pool
     return {
         "size": pool.size(),
-        "checked_out": pool.checkedout(),
-        "overflow": pool.overflow(),
-        "checked_in": pool.checkedin(),
+        "in_use": pool.checkedout(),
+        "idle": pool.checkedin(),
+        # SQLAlchemy counts overflow negatively while the pool is below its size.
+        "overflow": max(pool.overflow(), 0),
     }
 
 
