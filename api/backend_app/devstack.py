@@ -375,9 +375,7 @@ class LocalStack:
                 "primary", self.postgres_dir / "primary", ports[0], bin_dir, password=password
             )
             self.replicas = [
-                PostgresServer(
-                    f"replica{n}", self.postgres_dir / f"replica{n}", ports[n], bin_dir, password=password
-                )
+                PostgresServer(f"replica{n}", self.postgres_dir / f"replica{n}", ports[n], bin_dir, password=password)
                 for n in range(1, replicas + 1)
             ]
         self.redis = RedisServer(self.root / "redis", ports[-1], durable=durable) if redis else None
@@ -483,9 +481,7 @@ class LocalStack:
 
 
 def run_migrations(env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=API_DIR, env=env, check=False
-    )
+    result = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=API_DIR, env=env, check=False)
     if result.returncode != 0:
         raise StackError("alembic upgrade head failed (see above)")
 
@@ -511,9 +507,7 @@ def _say(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m backend_app.devstack", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m backend_app.devstack", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="start the local servers, migrate, run COMMAND, stop the servers")
     run.add_argument("--data-dir", type=Path, default=API_DIR.parent / ".devdata")
@@ -539,9 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     )
     try:
-        stack = LocalStack(
-            args.data_dir, replicas=args.replicas, postgres=want_postgres, redis=want_redis, ports=ports
-        )
+        stack = LocalStack(args.data_dir, replicas=args.replicas, postgres=want_postgres, redis=want_redis, ports=ports)
     except StackError as error:
         _say(str(error))
         return 1

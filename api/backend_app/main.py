@@ -13,6 +13,7 @@ from backend_app.core.errors import install_exception_handlers
 from backend_app.core.logging import configure_logging
 from backend_app.core.read_replica import close_database, init_database
 from backend_app.health.router import router as health_router
+from backend_app.tasks.router import router as tasks_router
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Job platform API", version="0.1.0", lifespan=lifespan)
     install_exception_handlers(app)
     app.include_router(health_router)
+    app.include_router(tasks_router)
     return app
 
 

@@ -4,6 +4,9 @@ A PostgreSQL primary with a streaming replica (initdb + pg_basebackup -R) and a 
 from the installed server binaries on free ports in a temporary folder, and are stopped and
 removed at the end. Nothing here touches a database or Redis already running on the machine.
 Each test starts from empty tables and an empty Redis.
+
+The stack starts in `pytest_sessionstart`, before test modules are imported, because
+module-level objects (the Celery app, the Redis client) read the settings when imported.
 """
 
 from __future__ import annotations
@@ -13,42 +16,74 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from backend_app.core.config import Settings, get_settings
 from backend_app.devstack import LocalStack, run_migrations
-from backend_app.main import create_app
-from backend_app.models import Base
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+# Short timings so the fault tests finish in seconds; the defaults are for production.
+TEST_SETTINGS = {
+    "CELERY_VISIBILITY_TIMEOUT": "6",
+    "TASK_RETRY_BACKOFF_MAX": "2",
+    "CELERY_IMPORTS": "tests.worker_tasks",
+    "OUTBOX_POLL_INTERVAL": "0.5",
+    "OUTBOX_MAX_BACKOFF": "1",
+    "CANARY_TIMEOUT_SECONDS": "5",
+}
+
+_stack: LocalStack | None = None
+_saved_environment: dict[str, str] = {}
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[LocalStack]:
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _stack
+    if hasattr(session.config, "workerinput"):
+        return
     root = Path(tempfile.mkdtemp(prefix="jobplatform-tests-"))
     # When the suite runs as root, PostgreSQL runs as an unprivileged account that must
     # be able to walk through this folder to reach its own.
     root.chmod(0o711)
-    local_stack = LocalStack(root, replicas=1, durable=False)
-    saved_environment = dict(os.environ)
+    _stack = LocalStack(root, replicas=1, durable=False)
+    _saved_environment.update(os.environ)
     try:
-        local_stack.start()
-        os.environ.update(local_stack.environment())
-        run_migrations(dict(os.environ))
-        get_settings.cache_clear()
-        yield local_stack
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_environment)
-        get_settings.cache_clear()
-        local_stack.stop()
+        _stack.start()
+    except Exception:
+        _stack.stop()
         shutil.rmtree(root, ignore_errors=True)
+        raise
+    os.environ.update(_stack.environment())
+    os.environ.update(TEST_SETTINGS)
+    get_settings.cache_clear()
+    run_migrations(dict(os.environ))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _stack is None:
+        return
+    os.environ.clear()
+    os.environ.update(_saved_environment)
+    get_settings.cache_clear()
+    _stack.stop()
+    shutil.rmtree(_stack.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> LocalStack:
+    assert _stack is not None, "the test stack did not start"
+    return _stack
 
 
 @pytest.fixture(autouse=True)
 def isolated_state(stack: LocalStack) -> Iterator[None]:
     """Every test starts with all servers up, empty tables and an empty Redis."""
+    from backend_app.models import Base
+
     yield
     assert stack.primary is not None
     assert stack.redis is not None
@@ -64,11 +99,13 @@ def isolated_state(stack: LocalStack) -> Iterator[None]:
 @pytest.fixture
 def settings(stack: LocalStack) -> Settings:
     # _env_file=None: a developer's api/.env must not leak into the tests.
-    return Settings(_env_file=None, **{key.lower(): value for key, value in stack.environment().items()})
+    return Settings(_env_file=None)
 
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    from backend_app.main import create_app
+
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application

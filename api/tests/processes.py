@@ -42,9 +42,7 @@ def running(
                     process.wait(timeout=10)
 
 
-def wait_for_http(
-    url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30
-) -> httpx.Response:
+def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:

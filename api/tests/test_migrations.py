@@ -33,9 +33,7 @@ def alembic(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_upgrade_head_builds_the_schema_that_matches_the_models(
-    empty_database: str, stack: LocalStack
-) -> None:
+def test_upgrade_head_builds_the_schema_that_matches_the_models(empty_database: str, stack: LocalStack) -> None:
     assert stack.primary is not None
     upgraded = alembic(empty_database, "upgrade", "head")
     assert upgraded.returncode == 0, upgraded.stderr
@@ -45,8 +43,7 @@ def test_upgrade_head_builds_the_schema_that_matches_the_models(
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     constraints = stack.primary.psql(
-        "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint"
-        " WHERE conrelid = 'users'::regclass",
+        "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'users'::regclass",
         database="migration_check",
     )
     assert constraints == "ck_users_role,pk_users"

@@ -31,13 +31,9 @@ def to_asyncpg_url(raw_url: str) -> str:
     try:
         url = make_url(raw_url.strip())
     except ArgumentError as exc:
-        raise ValueError(
-            "is not a database URL (expected postgresql://user:password@host:port/name)"
-        ) from exc
+        raise ValueError("is not a database URL (expected postgresql://user:password@host:port/name)") from exc
     if url.drivername not in _POSTGRES_SCHEMES:
-        raise ValueError(
-            f"scheme '{url.drivername}' is not supported; use postgresql:// or postgresql+asyncpg://"
-        )
+        raise ValueError(f"scheme '{url.drivername}' is not supported; use postgresql:// or postgresql+asyncpg://")
     if not url.host:
         raise ValueError("has no host")
     if not url.database:
@@ -59,6 +55,7 @@ class Settings(BaseSettings):
     environment: Environment = Environment.development
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     secret_key: str = DEVELOPMENT_SECRET_KEY
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
     base_url: str = "http://localhost:8000"
     cdn_url: str = ""
     media_root: str = "media"
@@ -75,6 +72,26 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://localhost:6379/0"
 
+    # Celery: a message a worker took but did not acknowledge (the worker died) is given to
+    # another worker after this long. Must exceed the longest retry countdown we use.
+    celery_visibility_timeout: int = Field(default=7200, ge=5)
+    # Extra modules holding Celery tasks, comma-separated (plugins; the tests add their own).
+    celery_imports: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    celery_task_soft_time_limit: int = Field(default=300, ge=1)
+    celery_task_time_limit: int = Field(default=360, ge=1)
+    task_max_retries: int = Field(default=5, ge=0, le=50)
+    task_retry_backoff_max: int = Field(default=600, ge=1)
+
+    # The outbox relay.
+    outbox_poll_interval: float = Field(default=1.0, gt=0, le=60)
+    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_max_backoff: float = Field(default=30.0, ge=0.1, le=3600)
+    outbox_retention_days: int = Field(default=7, ge=1)
+    task_record_retention_days: int = Field(default=30, ge=1)
+
+    # /health/queues: a canary task not done after this long means workers stopped consuming.
+    canary_timeout_seconds: float = Field(default=30.0, gt=0)
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _normalise_primary_url(cls, value: str) -> str:
@@ -88,6 +105,12 @@ class Settings(BaseSettings):
         parts = value.split(",") if isinstance(value, str) else list(value)
         return [to_asyncpg_url(part) for part in parts if str(part).strip()]
 
+    @field_validator("celery_imports", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> list[str]:
+        parts = value.split(",") if isinstance(value, str) else list(value or [])
+        return [str(part).strip() for part in parts if str(part).strip()]
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
@@ -99,6 +122,11 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> Settings:
         # A replica URL equal to the primary is how some deployments say "no replica".
         self.database_url_read = [url for url in self.database_url_read if url != self.database_url]
+        if self.task_retry_backoff_max >= self.celery_visibility_timeout:
+            raise ValueError(
+                "TASK_RETRY_BACKOFF_MAX must be shorter than CELERY_VISIBILITY_TIMEOUT, or retried"
+                " tasks would be delivered twice"
+            )
         if self.environment is Environment.production and (
             not self.secret_key or self.secret_key == DEVELOPMENT_SECRET_KEY
         ):

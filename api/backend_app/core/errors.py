@@ -16,20 +16,14 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 def service_unavailable(detail: str, retry_after: int) -> JSONResponse:
-    return JSONResponse(
-        status_code=503, content={"detail": detail}, headers={"Retry-After": str(retry_after)}
-    )
+    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": str(retry_after)})
 
 
 async def _database_error_handler(request: Request, error: Exception) -> JSONResponse:
     if not is_connection_error(error):
         raise error
-    logger.warning(
-        "database unavailable during %s %s: %s", request.method, request.url.path, type(error).__name__
-    )
-    return service_unavailable(
-        "The database is temporarily unavailable; retry shortly.", DATABASE_RETRY_AFTER_SECONDS
-    )
+    logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(error).__name__)
+    return service_unavailable("The database is temporarily unavailable; retry shortly.", DATABASE_RETRY_AFTER_SECONDS)
 
 
 def install_exception_handlers(app: FastAPI) -> None:

@@ -158,9 +158,7 @@ class DatabaseRouter:
             for index, url in enumerate(s.database_url_read, start=1)
         ]
         self._round_robin = itertools.count()
-        self._write_sessions = async_sessionmaker(
-            self.primary.engine, class_=AsyncWriteSession, expire_on_commit=False
-        )
+        self._write_sessions = async_sessionmaker(self.primary.engine, class_=AsyncWriteSession, expire_on_commit=False)
 
     def _read_sessionmaker(self, engine: AsyncEngine) -> async_sessionmaker[AsyncReadSession]:
         return async_sessionmaker(engine, class_=AsyncReadSession, expire_on_commit=False)
@@ -252,9 +250,7 @@ class DatabaseRouter:
             in_recovery, lsn = primary_row
             primary_lsn = parse_lsn(lsn)
             primary_info["role"] = "replica" if in_recovery else "primary"
-        primary_info.update(
-            name=self.primary.name, url=self.primary.masked_url, pool=self.primary.pool_status()
-        )
+        primary_info.update(name=self.primary.name, url=self.primary.masked_url, pool=self.primary.pool_status())
         primary_ok = primary_info["reachable"] and primary_info.get("role") == "primary"
         primary_info["status"] = "healthy" if primary_ok else "unhealthy"
 
@@ -306,9 +302,7 @@ class DatabaseRouter:
         await asyncio.gather(*(node.engine.dispose() for node in self.replicas))
 
     async def dispose(self) -> None:
-        await asyncio.gather(
-            self.primary.engine.dispose(), self.primary_read_engine.dispose(), self.dispose_replicas()
-        )
+        await asyncio.gather(self.primary.engine.dispose(), self.primary_read_engine.dispose(), self.dispose_replicas())
 
 
 _router: DatabaseRouter | None = None

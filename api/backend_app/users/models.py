@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import BigInteger, CheckConstraint, Enum, Identity, Index, String, func
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Enum, Identity, Index, String, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend_app.core.database import Base, CreatedAtMixin
@@ -29,6 +29,8 @@ class User(CreatedAtMixin, Base):
         Enum(UserRole, native_enum=False, length=20, values_callable=lambda roles: [r.value for r in roles]),
         nullable=False,
     )
+    # Operators: may read and requeue anyone's background tasks.
+    is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false(), default=False)
 
 
 # Case-insensitive uniqueness: "Ann@x.io" and "ann@x.io" are one account.

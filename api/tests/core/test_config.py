@@ -61,9 +61,7 @@ def test_replica_equal_to_primary_means_no_replica() -> None:
 
 
 def test_mask_url_hides_the_password() -> None:
-    assert (
-        mask_url("postgresql+asyncpg://app:s3cret@db:5432/app") == "postgresql+asyncpg://app:***@db:5432/app"
-    )
+    assert mask_url("postgresql+asyncpg://app:s3cret@db:5432/app") == "postgresql+asyncpg://app:***@db:5432/app"
 
 
 def run_app_import(**environment: str) -> subprocess.CompletedProcess[str]:
@@ -94,9 +92,7 @@ def run_app_import(**environment: str) -> subprocess.CompletedProcess[str]:
         ),
     ],
 )
-def test_a_malformed_value_stops_start_up_with_one_line_naming_it(
-    variable: str, value: str, expected: str
-) -> None:
+def test_a_malformed_value_stops_start_up_with_one_line_naming_it(variable: str, value: str, expected: str) -> None:
     result = run_app_import(**{variable: value})
 
     assert result.returncode == 1

@@ -70,9 +70,7 @@ async def probe_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def test_write_is_read_back_from_the_replica(
-    probe_client: httpx.AsyncClient, stack: LocalStack
-) -> None:
+async def test_write_is_read_back_from_the_replica(probe_client: httpx.AsyncClient, stack: LocalStack) -> None:
     created = await probe_client.post("/probe/users", json={"username": "ada"})
     assert created.status_code == 201
     stack.wait_for_replicas()
@@ -95,9 +93,7 @@ async def test_write_session_rolls_back_when_the_route_fails(
     assert stack.primary.psql("SELECT count(*) FROM users") == "0"
 
 
-async def test_commit_happens_before_the_response_is_sent(
-    probe_client: httpx.AsyncClient, stack: LocalStack
-) -> None:
+async def test_commit_happens_before_the_response_is_sent(probe_client: httpx.AsyncClient, stack: LocalStack) -> None:
     response = await probe_client.post("/probe/users", json={"username": "grace"})
 
     assert response.status_code == 201
@@ -143,9 +139,7 @@ async def test_dependencies_yield_typed_sessions(app: FastAPI) -> None:
     read_session = await anext(read_dependency)
     try:
         assert isinstance(write_session, AsyncWriteSession)
-        assert isinstance(write_session, AsyncReadSession), (
-            "a write session must serve where a read one is wanted"
-        )
+        assert isinstance(write_session, AsyncReadSession), "a write session must serve where a read one is wanted"
         assert not isinstance(read_session, AsyncWriteSession)
         assert (await read_session.execute(select(User))).all() == []
     finally:
@@ -155,9 +149,7 @@ async def test_dependencies_yield_typed_sessions(app: FastAPI) -> None:
 
 async def test_without_replica_reads_use_the_primary(stack: LocalStack) -> None:
     assert stack.primary is not None
-    settings = Settings(
-        _env_file=None, database_url=stack.primary.url(), database_url_read=stack.primary.url()
-    )
+    settings = Settings(_env_file=None, database_url=stack.primary.url(), database_url_read=stack.primary.url())
     application = create_app(settings)
     application.include_router(probe)
     async with application.router.lifespan_context(application):

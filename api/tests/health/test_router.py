@@ -13,9 +13,7 @@ async def test_liveness_answers_without_touching_dependencies(client: httpx.Asyn
     assert response.json() == {"status": "ok"}
 
 
-async def test_database_health_reports_primary_and_replica(
-    client: httpx.AsyncClient, stack: LocalStack
-) -> None:
+async def test_database_health_reports_primary_and_replica(client: httpx.AsyncClient, stack: LocalStack) -> None:
     stack.wait_for_replicas()
 
     response = await client.get("/health/database")

@@ -1,0 +1,81 @@
+"""The Celery app: Redis broker and results, the `emails` queue, beat's periodic cleanups.
+
+    celery -A backend_app.core.celery_app worker --loglevel=info -Q emails
+    celery -A backend_app.core.celery_app beat --loglevel=info
+
+Delivery is at-least-once and survives a killed worker: a message is acknowledged only
+after its task finished (late acks), a task whose worker process died is put back
+(reject on worker lost), a worker holds one message at a time (prefetch 1), and a message
+taken by a worker that vanished entirely is given to another after the visibility timeout.
+Tasks must therefore be idempotent; `backend_app.tasks.tracking.TrackedTask` skips a
+redelivered task that already succeeded.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu import Queue
+
+from backend_app.core.config import get_settings
+
+EMAIL_QUEUE = "emails"
+CELERY_QUEUES = (EMAIL_QUEUE,)
+
+
+def create_celery_app() -> Celery:
+    settings = get_settings()
+    app = Celery("backend_app")
+    app.conf.update(
+        broker_url=settings.redis_url,
+        result_backend=settings.redis_url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        include=["backend_app.core.celery_tasks", *settings.celery_imports],
+        task_queues=[Queue(EMAIL_QUEUE)],
+        task_default_queue=EMAIL_QUEUE,
+        task_routes={"backend_app.core.celery_tasks.*": {"queue": EMAIL_QUEUE}},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.celery_task_soft_time_limit,
+        task_time_limit=settings.celery_task_time_limit,
+        task_track_started=True,
+        result_expires=24 * 3600,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_connection_timeout=5,
+        broker_transport_options={
+            "visibility_timeout": settings.celery_visibility_timeout,
+            # Look for messages orphaned by a vanished worker every visibility period or so.
+            "unacked_restore_interval": max(1, min(60, settings.celery_visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 10,
+            "health_check_interval": 10,
+        },
+        result_backend_transport_options={"socket_connect_timeout": 5, "socket_timeout": 10},
+        # Publishing from the relay must fail fast when Redis is down: the relay retries.
+        task_publish_retry=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "purge-delivered-outbox-messages": {
+                "task": "backend_app.core.celery_tasks.purge_delivered_outbox_messages",
+                "schedule": crontab(minute=17),
+            },
+            "purge-expired-task-records": {
+                "task": "backend_app.core.celery_tasks.purge_expired_task_records",
+                "schedule": crontab(minute=47),
+            },
+        },
+    )
+    return app
+
+
+celery_app = create_celery_app()
+app = celery_app

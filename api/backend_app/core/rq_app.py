@@ -1,0 +1,197 @@
+"""RQ queues for notifications, analytics and video processing.
+
+    rq worker notifications analytics video_processing --url redis://localhost:6379/0
+    rq worker notifications analytics video_processing --url redis://localhost:6379/0 --with-scheduler
+
+No Redis connection is made at import time: the connection object is created lazily and
+connects on first use, so importing this module works while Redis is down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Callback, Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.worker import Worker
+
+from backend_app.core.config import get_settings, mask_url
+
+logger = logging.getLogger(__name__)
+
+NOTIFICATIONS_QUEUE = "notifications"
+ANALYTICS_QUEUE = "analytics"
+VIDEO_QUEUE = "video_processing"
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    job_timeout: int  # seconds a job may run before it is stopped
+    result_ttl: int  # seconds a finished job's result is kept
+    failure_ttl: int  # seconds a failed job is kept for inspection
+    retry_intervals: tuple[int, ...]  # growing delays between attempts; their count is the retry limit
+
+
+QUEUE_CONFIG: dict[str, QueueSettings] = {
+    NOTIFICATIONS_QUEUE: QueueSettings(300, 3600, 7 * 86400, (10, 30, 120, 600)),
+    ANALYTICS_QUEUE: QueueSettings(600, 3600, 7 * 86400, (30, 120, 600)),
+    VIDEO_QUEUE: QueueSettings(1800, 86400, 14 * 86400, (60, 300)),
+}
+RQ_QUEUES = tuple(QUEUE_CONFIG)
+
+# Failures are recorded on the task record; this runs in the worker for every failure path
+# (an exception, a timeout, a killed work horse, an abandoned job).
+FAILURE_CALLBACK = "backend_app.tasks.tracking.rq_job_failed"
+
+
+@lru_cache
+def get_redis() -> Redis:
+    """The process's Redis client. Creating it does not connect."""
+    return Redis.from_url(
+        get_settings().redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+def get_queue(name: str) -> Queue:
+    if name not in QUEUE_CONFIG:
+        raise KeyError(f"unknown RQ queue {name!r}; known: {', '.join(RQ_QUEUES)}")
+    return Queue(name, connection=get_redis(), default_timeout=QUEUE_CONFIG[name].job_timeout)
+
+
+class _LazyQueue:
+    """`notification_queue.enqueue(...)` works like a Queue, built on first use."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(get_queue(self.name), attribute)
+
+
+notification_queue: Queue = _LazyQueue(NOTIFICATIONS_QUEUE)  # type: ignore[assignment]
+analytics_queue: Queue = _LazyQueue(ANALYTICS_QUEUE)  # type: ignore[assignment]
+video_queue: Queue = _LazyQueue(VIDEO_QUEUE)  # type: ignore[assignment]
+
+
+def publish(
+    queue_name: str,
+    func: str | Callable[..., Any],
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    job_id: str | None = None,
+) -> Job:
+    """Enqueue with the queue's timeout, TTLs and retries. Raises on a Redis error.
+
+    With a `job_id`, a job of that id that is still waiting or running is not enqueued again
+    (DuplicateJobError): the relay may publish a message twice if it dies at the wrong moment.
+    """
+    config = QUEUE_CONFIG[queue_name]
+    if job_id is not None:
+        _forget_finished_job(job_id)
+    return get_queue(queue_name).enqueue_call(
+        func=func,
+        args=tuple(args),
+        kwargs=kwargs or {},
+        job_id=job_id,
+        unique=job_id is not None,
+        timeout=config.job_timeout,
+        result_ttl=config.result_ttl,
+        failure_ttl=config.failure_ttl,
+        retry=Retry(max=len(config.retry_intervals), interval=list(config.retry_intervals))
+        if config.retry_intervals
+        else None,
+        on_failure=Callback(FAILURE_CALLBACK),
+    )
+
+
+def enqueue_job(queue_name: str, func: str | Callable[..., Any], *args: Any, **kwargs: Any) -> Job | None:
+    """Enqueue directly (scripts, seeds). Returns None instead of raising when Redis is down.
+
+    Request handlers record work with the outbox instead, so nothing is lost while Redis is down.
+    """
+    try:
+        return publish(queue_name, func, args, kwargs)
+    except RedisError as error:
+        logger.error("could not enqueue %s on %s: %s", func, queue_name, type(error).__name__)
+        return None
+
+
+def _forget_finished_job(job_id: str) -> None:
+    """A requeued task reuses its id; the previous run's finished job must make way."""
+    try:
+        job = Job.fetch(job_id, connection=get_redis())
+    except NoSuchJobError:
+        return
+    if job.get_status() in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.STOPPED):
+        job.delete()
+
+
+def get_job_status(job_id: str) -> dict[str, Any] | None:
+    try:
+        job = Job.fetch(job_id, connection=get_redis())
+    except NoSuchJobError:
+        return None
+    return {
+        "id": job.id,
+        "status": job.get_status(refresh=False),
+        "queue": job.origin,
+        "func": job.func_name,
+        "enqueued_at": job.enqueued_at.isoformat() if job.enqueued_at else None,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "retries_left": job.retries_left,
+        "result": job.return_value(refresh=False) if job.get_status(refresh=False) == JobStatus.FINISHED else None,
+        "error": job.latest_result().exc_string if job.get_status(refresh=False) == JobStatus.FAILED else None,
+    }
+
+
+def cancel_job(job_id: str) -> bool:
+    """Cancel a job that has not started. False when it is unknown or already running/finished."""
+    try:
+        job = Job.fetch(job_id, connection=get_redis())
+    except NoSuchJobError:
+        return False
+    if job.get_status() not in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+        return False
+    job.cancel()
+    return True
+
+
+def check_rq_health() -> dict[str, Any]:
+    """Redis reachability, per-queue depth/started/failed counts and registered workers."""
+    redis = get_redis()
+    report: dict[str, Any] = {"redis_url": mask_url(get_settings().redis_url)}
+    try:
+        redis.ping()
+        workers = Worker.all(connection=redis)
+        queues = {}
+        for name in RQ_QUEUES:
+            queue = get_queue(name)
+            queues[name] = {
+                "depth": queue.count,
+                "started": StartedJobRegistry(queue=queue).count,
+                "failed": FailedJobRegistry(queue=queue).count,
+                "workers": sum(1 for worker in workers if name in worker.queue_names()),
+            }
+    except RedisError as error:
+        report.update(status="unhealthy", error=type(error).__name__)
+        return report
+    report.update(
+        status="healthy" if all(q["workers"] for q in queues.values()) else "degraded",
+        workers=len(workers),
+        queues=queues,
+    )
+    return report

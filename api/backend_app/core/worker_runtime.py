@@ -1,0 +1,43 @@
+"""Running async services from synchronous worker code (Celery tasks, RQ jobs).
+
+Each worker process gets its own event loop and its own database engines, made on first
+use. A forked child (Celery's pool, RQ's work horse) never reuses its parent's loop or
+pooled connections: the pid check below drops them without closing the parent's sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from backend_app.core import read_replica
+
+T = TypeVar("T")
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid: int | None = None
+
+
+def _forget_inherited_state() -> None:
+    global _loop
+    router = read_replica._router
+    if router is not None:
+        # close=False: the connections belong to the parent process; do not close them.
+        for engine in (router.primary.engine, router.primary_read_engine, *(n.engine for n in router.replicas)):
+            engine.sync_engine.dispose(close=False)
+        read_replica._router = None
+    _loop = None
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` to completion on this process's event loop."""
+    global _loop, _loop_pid
+    if _loop_pid != os.getpid():
+        _forget_inherited_state()
+        _loop_pid = os.getpid()
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    read_replica.init_database()
+    return _loop.run_until_complete(coroutine)

@@ -1,0 +1,150 @@
+"""What /health/queues reports: Redis, queues, workers, the outbox backlog and canaries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from backend_app.core import rq_app
+from backend_app.core.celery_app import CELERY_QUEUES, celery_app
+from backend_app.core.config import Settings, mask_url
+from backend_app.core.read_replica import get_database_router, is_connection_error
+from backend_app.health.canary import check_canary
+from backend_app.outbox import repository as outbox_repository
+from backend_app.tasks import repository as task_repository
+from backend_app.tasks.models import TaskStatus
+
+logger = logging.getLogger(__name__)
+
+CELERY_PING_TIMEOUT = 0.5
+
+
+def _broker_report(settings: Settings) -> dict[str, Any]:
+    """Everything that needs Redis or the Celery control bus (blocking; run in a thread)."""
+    redis = rq_app.get_redis()
+    report: dict[str, Any] = {"redis": {"url": mask_url(settings.redis_url)}}
+    try:
+        started = time.perf_counter()
+        redis.ping()
+        report["redis"].update(reachable=True, round_trip_ms=round((time.perf_counter() - started) * 1000, 3))
+    except RedisError as error:
+        report["redis"].update(reachable=False, error=type(error).__name__)
+        return report
+
+    try:
+        replies = celery_app.control.ping(timeout=CELERY_PING_TIMEOUT) or []
+        celery_workers = sorted(name for reply in replies for name in reply)
+        rq_health = rq_app.check_rq_health()
+        queues: dict[str, dict[str, Any]] = {}
+        for queue in CELERY_QUEUES:
+            queues[queue] = {
+                "backend": "celery",
+                "depth": int(redis.llen(queue)),
+                "canary": check_canary(
+                    redis,
+                    "celery",
+                    queue,
+                    lambda canary_id, q=queue: celery_app.send_task(
+                        "backend_app.core.celery_tasks.canary", args=[canary_id], queue=q, retry=False
+                    ),
+                    timeout=settings.canary_timeout_seconds,
+                ),
+            }
+        for queue in rq_app.RQ_QUEUES:
+            queues[queue] = {
+                "backend": "rq",
+                "depth": rq_health["queues"][queue]["depth"],
+                "workers": rq_health["queues"][queue]["workers"],
+                "canary": check_canary(
+                    redis,
+                    "rq",
+                    queue,
+                    lambda canary_id, q=queue: rq_app.get_queue(q).enqueue_call(
+                        "backend_app.core.rq_tasks.canary_job", args=(canary_id,), result_ttl=60, ttl=600
+                    ),
+                    timeout=settings.canary_timeout_seconds,
+                ),
+            }
+    except (RedisError, OSError) as error:
+        report["redis"].update(reachable=False, error=type(error).__name__)
+        return report
+    report["workers"] = {
+        "celery": {"alive": len(celery_workers), "names": celery_workers},
+        "rq": {"registered": rq_health["workers"]},
+    }
+    report["queues"] = queues
+    return report
+
+
+async def _database_report() -> dict[str, Any]:
+    """Per-queue task counts and the outbox backlog, read from the primary (the source of truth)."""
+    now = datetime.now(UTC)
+    try:
+        async with get_database_router().write_session() as session:
+            backlog, oldest_pending = await outbox_repository.backlog(session)
+            per_queue = {}
+            for queue in (*CELERY_QUEUES, *rq_app.RQ_QUEUES):
+                counts = await task_repository.status_counts(session, queue)
+                oldest = await task_repository.oldest_waiting_since(session, queue)
+                per_queue[queue] = {
+                    "oldest_waiting_seconds": round((now - oldest).total_seconds(), 3) if oldest else None,
+                    "started": counts.get(TaskStatus.started, 0),
+                    "retrying": counts.get(TaskStatus.retrying, 0),
+                    "failed": counts.get(TaskStatus.failed, 0),
+                    "dead": counts.get(TaskStatus.dead, 0),
+                }
+    except Exception as error:
+        if not is_connection_error(error):
+            raise
+        return {"outbox": {"reachable": False, "error": type(error).__name__}, "queues": {}}
+    return {
+        "outbox": {
+            "reachable": True,
+            "backlog": backlog,
+            "oldest_pending_seconds": round((now - oldest_pending).total_seconds(), 3) if oldest_pending else None,
+        },
+        "queues": per_queue,
+    }
+
+
+async def queue_health(settings: Settings) -> dict[str, Any]:
+    broker, database = await asyncio.gather(asyncio.to_thread(_broker_report, settings), _database_report())
+    queues = broker.get("queues", {})
+    for name, figures in database["queues"].items():
+        queues.setdefault(name, {}).update(figures)
+
+    redis_up = broker["redis"]["reachable"]
+    outbox_up = database["outbox"]["reachable"]
+    problems = []
+    if not redis_up:
+        problems.append("redis unreachable: tasks wait in the outbox")
+    if not outbox_up:
+        problems.append("primary database unreachable: the outbox cannot record tasks")
+    workers = broker.get("workers", {})
+    if redis_up and not workers.get("celery", {}).get("alive"):
+        problems.append("no celery worker answered")
+    if redis_up and not workers.get("rq", {}).get("registered"):
+        problems.append("no rq worker registered")
+    for name, figures in queues.items():
+        if figures.get("canary", {}).get("consuming") is False:
+            problems.append(f"queue {name}: canary not consumed within {settings.canary_timeout_seconds:.0f}s")
+
+    if not redis_up and not outbox_up:
+        status = "unhealthy"  # nothing can be queued at all
+    elif problems:
+        status = "degraded"
+    else:
+        status = "healthy"
+    return {
+        "status": status,
+        "problems": problems,
+        "redis": broker["redis"],
+        "workers": workers,
+        "queues": queues,
+        "outbox": database["outbox"],
+    }

@@ -1,0 +1,176 @@
+"""The outbox relay: moves recorded tasks from PostgreSQL to Celery and RQ.
+
+    python -m backend_app.outbox.relay          (from api/; one of the Procfile processes)
+
+It wakes on `NOTIFY outbox` (sent by every commit that records a task) and also polls, so
+a lost notification or a dropped listener only delays delivery. Rows are claimed with
+`FOR UPDATE SKIP LOCKED`: several relays can run at once and never publish the same row in
+normal operation. A relay killed between publishing and committing may publish a row
+again on restart; task ids make that harmless (RQ refuses a duplicate job id, and workers
+skip a task whose record already succeeded). While the broker is down, rows are retried
+with growing delays and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import asyncpg
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
+from rq.exceptions import DuplicateJobError
+from sqlalchemy.engine import make_url
+
+from backend_app.core import rq_app
+from backend_app.core.celery_app import celery_app
+from backend_app.core.config import Settings, get_settings, mask_url
+from backend_app.core.logging import configure_logging
+from backend_app.core.read_replica import DatabaseRouter, init_database, is_connection_error
+from backend_app.outbox import repository as outbox_repository
+from backend_app.outbox.repository import NOTIFY_CHANNEL, ClaimedMessage
+from backend_app.tasks import repository as task_repository
+from backend_app.tasks.models import TaskBackend
+
+logger = logging.getLogger("backend_app.outbox.relay")
+
+BROKER_ERRORS = (KombuError, RedisError, OSError)
+
+
+def publish(message: ClaimedMessage) -> None:
+    """Put one task on its queue. Blocking: the relay calls it from a worker thread."""
+    args = message.payload.get("args", [])
+    kwargs = message.payload.get("kwargs", {})
+    if message.backend is TaskBackend.celery:
+        celery_app.send_task(
+            message.name, args=args, kwargs=kwargs, task_id=message.task_id, queue=message.queue, retry=False
+        )
+    else:
+        with contextlib.suppress(DuplicateJobError):
+            rq_app.publish(message.queue, message.name, args, kwargs, job_id=message.task_id)
+
+
+class Relay:
+    def __init__(self, settings: Settings, router: DatabaseRouter) -> None:
+        self.settings = settings
+        self.router = router
+        self.wake = asyncio.Event()
+        self.published_total = 0
+        self._broker_failures = 0
+        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-publish")
+
+    def backoff_seconds(self, failures: int) -> float:
+        return min(0.5 * 2 ** max(failures - 1, 0), self.settings.outbox_max_backoff)
+
+    async def publish_batch(self) -> int:
+        """Claim due messages and publish them; returns how many were published."""
+        loop = asyncio.get_running_loop()
+        async with self.router.write_session() as session:
+            messages = await outbox_repository.claim(session, self.settings.outbox_batch_size)
+            published: list[ClaimedMessage] = []
+            for message in messages:
+                try:
+                    await loop.run_in_executor(self._publisher, publish, message)
+                except BROKER_ERRORS as error:
+                    self._broker_failures += 1
+                    delay = self.backoff_seconds(message.publish_attempts + 1)
+                    await outbox_repository.postpone(
+                        session, message.message_id, delay_seconds=delay, error=f"{type(error).__name__}: {error}"
+                    )
+                    logger.warning(
+                        "broker unavailable publishing task %s (%s): %s; retrying in %.1fs",
+                        message.task_id,
+                        message.name,
+                        type(error).__name__,
+                        delay,
+                    )
+                    break
+                published.append(message)
+                self._broker_failures = 0
+            if published:
+                await outbox_repository.mark_sent(session, [m.message_id for m in published])
+                await task_repository.mark_queued(session, [m.task_id for m in published])
+        if published:
+            self.published_total += len(published)
+            logger.info("published %d task(s); %d since start", len(published), self.published_total)
+        return len(published)
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        url = make_url(self.settings.database_url).set(drivername="postgresql")
+        try:
+            connection = await asyncpg.connect(
+                url.render_as_string(hide_password=False), timeout=self.settings.db_read_connect_timeout
+            )
+            await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake.set())
+        except Exception as error:
+            if not is_connection_error(error) and not isinstance(error, asyncpg.PostgresError):
+                raise
+            logger.warning("cannot LISTEN on %s (%s); polling only", mask_url(str(url)), type(error).__name__)
+            return None
+        logger.info("listening for NOTIFY %s on %s", NOTIFY_CHANNEL, mask_url(str(url)))
+        return connection
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener: asyncpg.Connection | None = None
+        database_failures = 0
+        logger.info("outbox relay started (poll every %.1fs)", self.settings.outbox_poll_interval)
+        try:
+            while not stop.is_set():
+                if listener is None or listener.is_closed():
+                    listener = await self._listen()
+                self.wake.clear()
+                try:
+                    published = await self.publish_batch()
+                    database_failures = 0
+                except Exception as error:
+                    if not is_connection_error(error):
+                        raise
+                    database_failures += 1
+                    delay = self.backoff_seconds(database_failures)
+                    logger.warning("database unavailable (%s); retrying in %.1fs", type(error).__name__, delay)
+                    await self._sleep(stop, delay)
+                    continue
+                if published == self.settings.outbox_batch_size:
+                    continue  # more may be waiting
+                timeout = self.settings.outbox_poll_interval
+                if self._broker_failures:
+                    timeout = self.backoff_seconds(self._broker_failures)
+                await self._sleep(stop, timeout)
+        finally:
+            if listener is not None and not listener.is_closed():
+                await listener.close(timeout=2)
+            self._publisher.shutdown(wait=False)
+            logger.info("outbox relay stopped; %d task(s) published", self.published_total)
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+async def main_async(settings: Settings) -> None:
+    router = init_database(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await Relay(settings, router).run(stop)
+    finally:
+        await router.dispose()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    asyncio.run(main_async(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""SQL for the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend_app.outbox.models import OutboxMessage
+from backend_app.tasks.models import TaskBackend, TaskRecord, TaskStatus
+
+NOTIFY_CHANNEL = "outbox"
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    message_id: int
+    task_id: str
+    backend: TaskBackend
+    queue: str
+    name: str
+    payload: dict[str, Any]
+    publish_attempts: int
+
+
+async def insert(session: AsyncSession, task_id: str) -> None:
+    session.add(OutboxMessage(task_id=task_id))
+    # Delivered to listening relays when (and only if) the transaction commits.
+    await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+
+
+async def claim(session: AsyncSession, limit: int) -> list[ClaimedMessage]:
+    """Lock up to `limit` due messages; other relays skip them until this transaction ends."""
+    statement = (
+        select(
+            OutboxMessage.id,
+            OutboxMessage.task_id,
+            OutboxMessage.publish_attempts,
+            TaskRecord.backend,
+            TaskRecord.queue,
+            TaskRecord.name,
+            TaskRecord.payload,
+            TaskRecord.status,
+        )
+        .join(TaskRecord, TaskRecord.id == OutboxMessage.task_id)
+        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.available_at <= func.now())
+        .order_by(OutboxMessage.available_at, OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(of=OutboxMessage, skip_locked=True)
+    )
+    rows = (await session.execute(statement)).all()
+    cancelled = [row.id for row in rows if row.status is TaskStatus.cancelled]
+    if cancelled:
+        await mark_sent(session, cancelled)
+    return [
+        ClaimedMessage(row.id, row.task_id, row.backend, row.queue, row.name, row.payload, row.publish_attempts)
+        for row in rows
+        if row.status is not TaskStatus.cancelled
+    ]
+
+
+async def mark_sent(session: AsyncSession, message_ids: list[int]) -> None:
+    await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(message_ids)).values(sent_at=func.now()))
+
+
+async def postpone(session: AsyncSession, message_id: int, *, delay_seconds: float, error: str) -> None:
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
+        .values(
+            publish_attempts=OutboxMessage.publish_attempts + 1,
+            available_at=func.now() + timedelta(seconds=delay_seconds),
+            last_error=error[:2000],
+        )
+    )
+
+
+async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+    """How many messages wait to be published, and since when the oldest waits."""
+    row = (
+        await session.execute(
+            select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.sent_at.is_(None))
+        )
+    ).one()
+    return row[0], row[1]
+
+
+async def delete_sent_before(session: AsyncSession, cutoff: datetime) -> int:
+    result = await session.execute(delete(OutboxMessage).where(OutboxMessage.sent_at < cutoff))
+    return result.rowcount or 0
