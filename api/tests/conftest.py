@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ import pytest
 
 from backend_app.core.config import Settings, get_settings
 from backend_app.devstack import LocalStack, run_migrations
+from tests.processes import Worker, celery_worker, relay, rq_worker
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -116,3 +117,55 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http_client:
         yield http_client
+
+
+@pytest.fixture
+def test_task_tables(stack: LocalStack) -> Iterator[None]:
+    """The tables the test tasks in tests/worker_tasks.py write to."""
+    from tests.worker_tasks import CREATE_TABLES
+
+    assert stack.primary is not None
+    stack.primary.psql(CREATE_TABLES)
+    yield
+    stack.primary.psql("TRUNCATE test_task_runs, test_task_effects")
+
+
+@pytest.fixture
+def relay_process(tmp_path: Path, test_task_tables: None) -> Iterator[Worker]:
+    worker = relay(tmp_path).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def celery_process(tmp_path: Path, test_task_tables: None) -> Iterator[Worker]:
+    worker = celery_worker(tmp_path).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def rq_process(tmp_path: Path, test_task_tables: None) -> Iterator[Worker]:
+    worker = rq_worker(tmp_path).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def make_user(stack: LocalStack) -> Callable[..., tuple[int, str]]:
+    """Insert a user on the primary; returns (user id, bearer token)."""
+    from backend_app.core.security import create_access_token
+
+    def create(username: str = "owner", *, is_admin: bool = False) -> tuple[int, str]:
+        assert stack.primary is not None
+        user_id = int(
+            stack.primary.psql(
+                "INSERT INTO users (email, username, first_name, last_name, password_hash, role, is_admin)"
+                f" VALUES ('{username}@example.com', '{username}', 'Test', 'User', 'x', 'job_seeker', {is_admin})"
+                " RETURNING id"
+            ).splitlines()[0]
+        )
+        stack.wait_for_replicas()
+        return user_id, create_access_token(user_id)
+
+    return create

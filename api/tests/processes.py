@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,6 +16,8 @@ import httpx
 
 API_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = API_DIR.parent
+# The console scripts (celery, rq) of the interpreter running the tests.
+BIN_DIR = Path(sys.executable).parent
 
 
 @contextmanager
@@ -42,6 +46,15 @@ def running(
                     process.wait(timeout=10)
 
 
+async def wait_until(condition: Callable[[], bool], *, seconds: float = 30, what: str = "condition") -> None:
+    """Poll `condition` until it holds; fail naming `what` after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
 def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while True:
@@ -53,3 +66,111 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout
             if time.monotonic() > deadline:
                 raise AssertionError(f"{url} did not answer within {timeout}s:\n{log.read_text()}") from None
             time.sleep(0.1)
+
+
+class Worker:
+    """A real worker process started with its documented command from api/."""
+
+    def __init__(self, name: str, command: Sequence[str], ready_text: str, log_dir: Path) -> None:
+        self.name = name
+        self.command = list(command)
+        self.ready_text = ready_text
+        self.log = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> Worker:
+        self._output = self.log.open("ab")
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=API_DIR,
+            env=dict(os.environ),
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        deadline = time.monotonic() + timeout
+        while self.ready_text not in self.log.read_text(errors="replace")[offset:]:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} not ready within {timeout}s:\n{self.output()}")
+            time.sleep(0.1)
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        assert self.process is not None
+        found = []
+        for status in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = status.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                found.append(int(status.parent.name))
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no clean-up, as when a machine dies."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self._output.close()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self._output.close()
+
+
+def celery_worker(log_dir: Path, name: str = "celery") -> Worker:
+    return Worker(
+        name,
+        [
+            str(BIN_DIR / "celery"),
+            "-A",
+            "backend_app.core.celery_app",
+            "worker",
+            "--loglevel=info",
+            "-Q",
+            "emails",
+            "--concurrency=1",
+            "-n",
+            f"{name}@%h",
+        ],
+        "ready.",
+        log_dir,
+    )
+
+
+def rq_worker(log_dir: Path, name: str = "rq") -> Worker:
+    return Worker(
+        name,
+        [
+            str(BIN_DIR / "rq"),
+            "worker",
+            "notifications",
+            "analytics",
+            "video_processing",
+            "--url",
+            os.environ["REDIS_URL"],
+            "--with-scheduler",
+            "--name",
+            f"{name}-{os.getpid()}-{time.monotonic_ns()}",
+        ],
+        "Listening on",
+        log_dir,
+    )
+
+
+def relay(log_dir: Path, name: str = "relay") -> Worker:
+    return Worker(name, [sys.executable, "-m", "backend_app.outbox.relay"], "outbox relay started", log_dir)

@@ -1,0 +1,131 @@
+"""The relay moves outbox rows to Celery and RQ; nothing is lost when Redis or the relay dies."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from backend_app.devstack import LocalStack
+from tests.probe_routes import probe
+from tests.processes import Worker, relay, wait_until
+
+
+@pytest.fixture
+async def probe_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    app.include_router(probe)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        yield client
+
+
+def query(stack: LocalStack, sql: str) -> str:
+    assert stack.primary is not None
+    return stack.primary.psql(sql)
+
+
+def all_succeeded(stack: LocalStack, expected: int) -> bool:
+    return query(stack, "SELECT count(*) FROM task_records WHERE status = 'succeeded'") == str(expected)
+
+
+async def test_tasks_reach_celery_and_rq_workers_and_succeed(
+    probe_client: httpx.AsyncClient,
+    stack: LocalStack,
+    relay_process: Worker,
+    celery_process: Worker,
+    rq_process: Worker,
+) -> None:
+    celery_task = (await probe_client.post("/probe/tasks", json={"backend": "celery", "key": "c1"})).json()
+    rq_task = (await probe_client.post("/probe/tasks", json={"backend": "rq", "key": "r1"})).json()
+
+    await wait_until(lambda: all_succeeded(stack, 2), what="both tasks to succeed")
+
+    assert query(stack, "SELECT string_agg(key, ',' ORDER BY key) FROM test_task_effects") == "c1,r1"
+    assert query(stack, f"SELECT attempts FROM task_records WHERE id = '{celery_task['task_id']}'") == "1"
+    assert query(stack, f"SELECT attempts FROM task_records WHERE id = '{rq_task['task_id']}'") == "1"
+    assert query(stack, "SELECT count(*) FROM outbox_messages WHERE sent_at IS NULL") == "0"
+    assert "published 1 task(s)" in relay_process.output()
+
+
+async def test_writes_succeed_while_redis_is_down_and_every_task_runs_once_after(
+    probe_client: httpx.AsyncClient,
+    stack: LocalStack,
+    relay_process: Worker,
+    celery_process: Worker,
+    rq_process: Worker,
+) -> None:
+    assert stack.redis is not None
+    stack.redis.stop()
+    keys = [f"down-{n}" for n in range(10)]
+    for n, key in enumerate(keys):
+        response = await probe_client.post("/probe/tasks", json={"backend": "celery" if n % 2 else "rq", "key": key})
+        assert response.status_code == 201
+
+    await wait_until(lambda: "broker unavailable" in relay_process.output(), what="the relay to notice Redis is down")
+    assert query(stack, "SELECT count(*) FROM task_records WHERE status = 'pending'") == "10"
+
+    stack.redis.start()
+    await wait_until(lambda: all_succeeded(stack, 10), seconds=60, what="all 10 tasks to succeed after Redis returned")
+
+    assert query(stack, "SELECT count(*) FROM test_task_effects") == "10"
+    assert query(stack, "SELECT count(*) FROM test_task_runs") == "10", "a task ran more than once"
+
+
+async def test_relay_killed_mid_publish_loses_nothing_and_effects_happen_once(
+    probe_client: httpx.AsyncClient,
+    stack: LocalStack,
+    tmp_path: Path,
+    test_task_tables: None,
+    celery_process: Worker,
+    rq_process: Worker,
+) -> None:
+    assert stack.redis is not None
+    first_relay = relay(tmp_path, "relay-1").start()
+    # Pause Redis so the relay blocks inside a publish while holding its claimed rows.
+    with socket.create_connection(("127.0.0.1", stack.redis.port)) as redis_socket:
+        redis_socket.sendall(b"CLIENT PAUSE 3000 ALL\r\n")
+        assert redis_socket.recv(64).startswith(b"+OK")
+        for n in range(6):
+            backend = "celery" if n % 2 else "rq"
+            assert (
+                await probe_client.post("/probe/tasks", json={"backend": backend, "key": f"k{n}"})
+            ).status_code == 201
+        await asyncio.sleep(1)
+        first_relay.kill()
+        assert query(stack, "SELECT count(*) FROM outbox_messages WHERE sent_at IS NOT NULL") == "0"
+
+    second_relay = relay(tmp_path, "relay-2").start()
+    try:
+        await wait_until(lambda: all_succeeded(stack, 6), seconds=60, what="all 6 tasks to succeed")
+        await asyncio.sleep(1)  # let any duplicate delivery arrive before counting effects
+    finally:
+        second_relay.stop()
+
+    assert query(stack, "SELECT count(*) FROM test_task_effects") == "6"
+    assert query(stack, "SELECT count(DISTINCT task_id) FROM test_task_runs") == "6"
+    assert query(stack, "SELECT count(*) FROM outbox_messages WHERE sent_at IS NULL") == "0"
+
+
+async def test_two_relays_publish_each_row_once(
+    probe_client: httpx.AsyncClient, stack: LocalStack, tmp_path: Path, test_task_tables: None, rq_process: Worker
+) -> None:
+    relays = [relay(tmp_path, "relay-a").start(), relay(tmp_path, "relay-b").start()]
+    try:
+        for n in range(40):
+            assert (await probe_client.post("/probe/tasks", json={"backend": "rq", "key": f"t{n}"})).status_code == 201
+        await wait_until(lambda: all_succeeded(stack, 40), seconds=90, what="all 40 tasks to succeed")
+    finally:
+        for process in relays:
+            process.stop()
+
+    published = [
+        sum(int(line.split("published ")[1].split(" ")[0]) for line in p.output().splitlines() if "published " in line)
+        for p in relays
+    ]
+    assert sum(published) == 40, published
+    assert query(stack, "SELECT count(*) FROM test_task_runs") == "40"
