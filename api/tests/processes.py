@@ -102,6 +102,7 @@ class Worker:
         return self.log.read_text(errors="replace")
 
     def children(self) -> list[int]:
+        """Child process ids, oldest first."""
         assert self.process is not None
         found = []
         for status in Path("/proc").glob("[0-9]*/stat"):
@@ -110,8 +111,8 @@ class Worker:
             except OSError:
                 continue
             if int(fields[1]) == self.process.pid:
-                found.append(int(status.parent.name))
-        return found
+                found.append((int(fields[19]), int(status.parent.name)))  # (start time, pid)
+        return [pid for _, pid in sorted(found)]
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no clean-up, as when a machine dies."""
