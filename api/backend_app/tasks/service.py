@@ -62,6 +62,8 @@ async def cancel(*, session: AsyncWriteSession, task_id: str, user: User) -> Tas
                 rq_app.cancel_job(task.id)
         except (RedisError, OSError) as error:
             logger.warning("could not cancel task %s in the broker: %s", task.id, type(error).__name__)
+    await session.flush()
+    await session.refresh(task)
     return task
 
 
@@ -74,6 +76,7 @@ async def requeue(*, session: AsyncWriteSession, task_id: str) -> TaskRecord:
     task.status = TaskStatus.pending
     task.finished_at = None
     await outbox_repository.insert(session, task.id)
+    await session.refresh(task)
     return task
 
 

@@ -1,0 +1,115 @@
+"""/health/queues against real Redis, PostgreSQL and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from backend_app.devstack import LocalStack
+from tests.processes import Worker, celery_worker
+
+
+async def queues_until(
+    client: httpx.AsyncClient, accept: Callable[[dict], bool], seconds: float = 30
+) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        response = await client.get("/health/queues")
+        if accept(response.json()):
+            return response
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/health/queues never matched; last: {response.json()}")
+        await asyncio.sleep(0.25)
+
+
+def all_canaries_consumed(report: dict) -> bool:
+    return all(queue.get("canary", {}).get("consuming") is True for queue in report.get("queues", {}).values())
+
+
+async def test_healthy_with_workers_consuming_every_queue(
+    client: httpx.AsyncClient, stack: LocalStack, relay_process: Worker, celery_process: Worker, rq_process: Worker
+) -> None:
+    # The first call sends the canaries; a later one sees them done.
+    response = await queues_until(
+        client,
+        lambda r: (
+            all_canaries_consumed(r)
+            and all(q["canary"]["last_round_trip_ms"] is not None for q in r["queues"].values())
+        ),
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy", body["problems"]
+    assert body["redis"]["reachable"] is True
+    assert body["redis"]["round_trip_ms"] >= 0
+    assert body["workers"]["celery"]["alive"] == 1
+    assert body["workers"]["rq"]["registered"] == 1
+    assert set(body["queues"]) == {"emails", "notifications", "analytics", "video_processing"}
+    for queue in body["queues"].values():
+        assert {"depth", "oldest_waiting_seconds", "started", "failed", "dead", "canary"} <= set(queue)
+    assert body["outbox"] == {"reachable": True, "backlog": 0, "oldest_pending_seconds": None}
+    assert stack.redis is not None
+    assert "password" not in response.text
+
+
+async def test_stopped_celery_worker_is_reported(
+    client: httpx.AsyncClient, stack: LocalStack, tmp_path: Path, rq_process: Worker, test_task_tables: None
+) -> None:
+    worker = celery_worker(tmp_path).start()
+    await queues_until(client, lambda r: r.get("workers", {}).get("celery", {}).get("alive") == 1)
+    worker.stop()
+
+    response = await queues_until(client, lambda r: r["workers"]["celery"]["alive"] == 0)
+
+    body = response.json()
+    assert response.status_code == 200
+    assert body["status"] == "degraded"
+    assert "no celery worker answered" in body["problems"]
+
+
+async def test_queue_nobody_consumes_fails_its_canary(
+    client: httpx.AsyncClient, stack: LocalStack, rq_process: Worker
+) -> None:
+    response = await queues_until(client, lambda r: r["queues"]["emails"]["canary"]["consuming"] is False, seconds=20)
+
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert "queue emails: canary not consumed within 5s" in body["problems"]
+    assert body["queues"]["emails"]["depth"] >= 1
+    assert body["queues"]["notifications"]["canary"]["consuming"] is True
+
+
+async def test_stopped_redis_is_degraded_while_the_outbox_still_accepts_work(
+    client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    assert stack.redis is not None
+    stack.redis.stop()
+
+    response = await client.get("/health/queues")
+
+    body = response.json()
+    assert response.status_code == 200
+    assert body["status"] == "degraded"
+    assert body["redis"]["reachable"] is False
+    assert body["outbox"]["reachable"] is True
+    assert "redis unreachable: tasks wait in the outbox" in body["problems"]
+
+
+async def test_redis_and_primary_down_is_unhealthy_503(client: httpx.AsyncClient, stack: LocalStack) -> None:
+    assert stack.redis is not None
+    assert stack.primary is not None
+    stack.redis.stop()
+    stack.primary.stop()
+
+    response = await client.get("/health/queues")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "10"
+    body = response.json()
+    assert body["status"] == "unhealthy"
+    assert stack.primary.password not in response.text
