@@ -50,3 +50,9 @@ def purge_delivered_outbox_messages() -> dict[str, int]:
 def purge_expired_task_records() -> dict[str, int]:
     """Beat, hourly: finished task records older than TASK_RECORD_RETENTION_DAYS (dead ones stay)."""
     return {"deleted": run_async(_purge_expired_task_records())}
+
+
+@celery_app.task(**TASK_OPTIONS)
+def ping() -> str:
+    """A tracked no-op: checks the whole path (outbox, relay, queue, worker, task record)."""
+    return "pong"

@@ -6,6 +6,7 @@ from rq import get_current_job
 
 from backend_app.core.rq_app import get_redis
 from backend_app.health.canary import mark_canary_done
+from backend_app.tasks.tracking import tracked_job
 
 
 def canary_job(canary_id: str) -> None:
@@ -13,3 +14,9 @@ def canary_job(canary_id: str) -> None:
     job = get_current_job()
     queue = job.origin if job is not None else "unknown"
     mark_canary_done(get_redis(), "rq", queue, canary_id)
+
+
+@tracked_job
+def ping_job() -> str:
+    """A tracked no-op: checks the whole path (outbox, relay, queue, worker, task record)."""
+    return "pong"

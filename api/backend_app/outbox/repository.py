@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +27,50 @@ class ClaimedMessage:
     publish_attempts: int
 
 
-async def insert(session: AsyncSession, task_id: str) -> None:
+# One round trip for the whole outbox write: the task record (unless the idempotency key
+# is taken), its outbox row, and the NOTIFY that PostgreSQL delivers only on commit.
+_RECORD_TASK = text(
+    """
+    WITH task AS (
+        INSERT INTO task_records (id, backend, queue, name, payload, owner_id, status)
+        VALUES (:task_id, :backend, :queue, :name, CAST(:payload AS jsonb), :owner_id, 'pending')
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    ), message AS (
+        INSERT INTO outbox_messages (task_id) SELECT id FROM task RETURNING id
+    )
+    SELECT pg_notify('outbox', ''), (SELECT count(*) FROM message)
+    """
+)
+
+
+async def record_task(
+    session: AsyncSession,
+    *,
+    task_id: str,
+    backend: TaskBackend,
+    queue: str,
+    name: str,
+    payload: dict[str, Any],
+    owner_id: int | None,
+) -> bool:
+    """Record a pending task and its outbox row; False when the task id already existed."""
+    result = await session.execute(
+        _RECORD_TASK,
+        {
+            "task_id": task_id,
+            "backend": backend.value,
+            "queue": queue,
+            "name": name,
+            "payload": json.dumps(payload),
+            "owner_id": owner_id,
+        },
+    )
+    return bool(result.one()[1])
+
+
+async def add_message(session: AsyncSession, task_id: str) -> None:
+    """Another outbox row for an existing task (a requeue)."""
     session.add(OutboxMessage(task_id=task_id))
     # Delivered to listening relays when (and only if) the transaction commits.
     await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})

@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend_app.core.celery_app import CELERY_QUEUES
 from backend_app.core.rq_app import RQ_QUEUES
 from backend_app.outbox import repository as outbox_repository
-from backend_app.tasks import repository as task_repository
 from backend_app.tasks.models import TaskBackend
 
 QUEUES_BY_BACKEND = {TaskBackend.celery: CELERY_QUEUES, TaskBackend.rq: RQ_QUEUES}
@@ -47,7 +46,7 @@ async def add(
     if queue not in QUEUES_BY_BACKEND[backend]:
         raise ValueError(f"{queue!r} is not a {backend} queue")
     task_id = idempotency_key or str(uuid.uuid4())
-    created = await task_repository.insert_if_new(
+    await outbox_repository.record_task(
         session,
         task_id=task_id,
         backend=backend,
@@ -56,6 +55,4 @@ async def add(
         payload={"args": list(args or []), "kwargs": dict(kwargs or {})},
         owner_id=owner_id,
     )
-    if created:
-        await outbox_repository.insert(session, task_id)
     return task_id

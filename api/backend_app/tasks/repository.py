@@ -15,33 +15,6 @@ from backend_app.tasks.models import FINISHED_STATUSES, WAITING_STATUSES, TaskBa
 MAX_ERROR_LENGTH = 2000
 
 
-async def insert_if_new(
-    session: AsyncSession,
-    *,
-    task_id: str,
-    backend: TaskBackend,
-    queue: str,
-    name: str,
-    payload: dict[str, Any],
-    owner_id: int | None,
-) -> bool:
-    statement = (
-        insert(TaskRecord)
-        .values(
-            id=task_id,
-            backend=backend,
-            queue=queue,
-            name=name,
-            payload=payload,
-            owner_id=owner_id,
-            status=TaskStatus.pending,
-        )
-        .on_conflict_do_nothing(index_elements=[TaskRecord.id])
-        .returning(TaskRecord.id)
-    )
-    return (await session.execute(statement)).scalar_one_or_none() is not None
-
-
 async def get(session: AsyncSession, task_id: str) -> TaskRecord | None:
     return await session.get(TaskRecord, task_id)
 

@@ -75,7 +75,7 @@ async def requeue(*, session: AsyncWriteSession, task_id: str) -> TaskRecord:
         raise TaskConflict(f"The task is {task.status.value}; only dead or failed tasks can be requeued.")
     task.status = TaskStatus.pending
     task.finished_at = None
-    await outbox_repository.insert(session, task.id)
+    await outbox_repository.add_message(session, task.id)
     await session.refresh(task)
     return task
 

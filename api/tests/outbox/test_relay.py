@@ -69,7 +69,14 @@ async def test_writes_succeed_while_redis_is_down_and_every_task_runs_once_after
     assert query(stack, "SELECT count(*) FROM task_records WHERE status = 'pending'") == "10"
 
     stack.redis.start()
-    await wait_until(lambda: all_succeeded(stack, 10), seconds=60, what="all 10 tasks to succeed after Redis returned")
+    try:
+        await wait_until(
+            lambda: all_succeeded(stack, 10), seconds=90, what="all 10 tasks to succeed after Redis returned"
+        )
+    except AssertionError as timeout:
+        statuses = query(stack, "SELECT string_agg(status || ':' || name, ', ') FROM task_records")
+        logs = "\n".join(f"--- {w.name}\n{w.output()[-3000:]}" for w in (relay_process, celery_process, rq_process))
+        raise AssertionError(f"{timeout}\nrecords: {statuses}\n{logs}") from None
 
     assert query(stack, "SELECT count(*) FROM test_task_effects") == "10"
     assert query(stack, "SELECT count(*) FROM test_task_runs") == "10", "a task ran more than once"

@@ -1,0 +1,197 @@
+"""Benchmark: the cost of recording background work through the outbox, and its latency.
+
+    cd api && python -m bench.outbox [--requests 2000] [--tasks 200]
+
+Starts its own PostgreSQL primary + replica and Redis (backend_app.devstack) in a temporary
+folder, plus the relay, a Celery worker and an RQ worker with their documented commands.
+Prints, from one run:
+
+1. throughput of an API write that also records a task through the outbox, divided by the
+   same write without it (rounds alternate, the median ratio is reported; goal >= 0.9);
+2. time from the write's commit to the task starting on a worker, p50 and p99, per backend
+   (goal p50 <= 10 ms, p99 <= 50 ms).
+
+Figures are ratios or come from the same run: the machine is shared and absolute times drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from backend_app.core.read_replica import WriteSession
+
+ROUNDS = 6
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def bench_routes() -> APIRouter:
+    # Imported here: these modules read the settings, which exist once the stack is up.
+    from backend_app.outbox import service as outbox
+    from backend_app.tasks.models import TaskBackend
+
+    router = APIRouter(prefix="/bench")
+
+    @router.post("/plain", status_code=201)
+    async def plain_write(session: WriteSession) -> dict[str, int]:
+        row_id = await session.scalar(text("INSERT INTO bench_events (kind) VALUES ('plain') RETURNING id"))
+        return {"id": int(row_id or 0)}
+
+    @router.post("/with-outbox", status_code=201)
+    async def write_with_outbox(session: WriteSession) -> dict[str, int]:
+        row_id = await session.scalar(text("INSERT INTO bench_events (kind) VALUES ('outbox') RETURNING id"))
+        await outbox.add(
+            session=session,
+            backend=TaskBackend.rq,
+            queue="analytics",
+            task="backend_app.core.rq_tasks.ping_job",
+        )
+        return {"id": int(row_id or 0)}
+
+    return router
+
+
+async def measure_throughput(client: httpx.AsyncClient, path: str, requests: int, concurrency: int) -> float:
+    remaining = iter(range(requests))
+
+    async def one_client() -> None:
+        for _ in remaining:
+            response = await client.post(path)
+            response.raise_for_status()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    return requests / (time.perf_counter() - started)
+
+
+async def throughput_ratio(requests: int, concurrency: int) -> tuple[float, float, float]:
+    from backend_app.core.config import Settings
+    from backend_app.core.read_replica import get_database_router
+    from backend_app.main import create_app
+
+    app = create_app(Settings(_env_file=None))
+    app.include_router(bench_routes())
+    ratios, plain_rates, outbox_rates = [], [], []
+    async with app.router.lifespan_context(app):
+        async with get_database_router().write_session() as session:
+            await session.execute(text("CREATE TABLE IF NOT EXISTS bench_events (id bigserial PRIMARY KEY, kind text)"))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            await measure_throughput(client, "/bench/plain", 200, concurrency)  # warm-up
+            await measure_throughput(client, "/bench/with-outbox", 200, concurrency)
+            for _ in range(ROUNDS):
+                plain = await measure_throughput(client, "/bench/plain", requests, concurrency)
+                with_outbox = await measure_throughput(client, "/bench/with-outbox", requests, concurrency)
+                plain_rates.append(plain)
+                outbox_rates.append(with_outbox)
+                ratios.append(with_outbox / plain)
+    return statistics.median(ratios), statistics.median(plain_rates), statistics.median(outbox_rates)
+
+
+async def commit_to_start_latencies(tasks: int, gap_seconds: float) -> dict[str, list[float]]:
+    from backend_app.core.config import Settings
+    from backend_app.core.read_replica import close_database, init_database
+    from backend_app.outbox import service as outbox
+    from backend_app.tasks.models import TaskBackend
+
+    router = init_database(Settings(_env_file=None))
+    committed: dict[str, tuple[str, datetime]] = {}
+    backends = [
+        (TaskBackend.celery, "emails", "backend_app.core.celery_tasks.ping"),
+        (TaskBackend.rq, "notifications", "backend_app.core.rq_tasks.ping_job"),
+    ]
+    try:
+        for n in range(tasks):
+            backend, queue, name = backends[n % 2]
+            async with router.write_session() as session:
+                task_id = await outbox.add(session=session, backend=backend, queue=queue, task=name)
+            committed[task_id] = (backend.value, datetime.now(UTC))
+            await asyncio.sleep(gap_seconds)
+        deadline = time.monotonic() + 120
+        while True:
+            async with router.read_session() as session:
+                rows = (
+                    await session.execute(text("SELECT id, started_at FROM task_records WHERE started_at IS NOT NULL"))
+                ).all()
+            if len(rows) >= len(committed) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await close_database()
+    latencies: dict[str, list[float]] = {"celery": [], "rq": []}
+    for task_id, started_at in rows:
+        backend, commit_time = committed[task_id]
+        latencies[backend].append((started_at - commit_time).total_seconds() * 1000)
+    missing = len(committed) - len(rows)
+    if missing:
+        print(f"warning: {missing} task(s) did not start within the deadline")
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=1000, help="requests per throughput round")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--tasks", type=int, default=200, help="tasks for the latency measurement")
+    parser.add_argument("--gap", type=float, default=0.15, help="seconds between latency tasks")
+    args = parser.parse_args()
+
+    from backend_app.core.config import get_settings
+    from backend_app.core.logging import configure_logging
+    from backend_app.devstack import LocalStack, run_migrations
+
+    configure_logging("WARNING")
+    root = Path(tempfile.mkdtemp(prefix="jobplatform-bench-"))
+    root.chmod(0o711)
+    stack = LocalStack(root, replicas=1, durable=True)
+    try:
+        stack.start()
+        os.environ.update(stack.environment())
+        get_settings.cache_clear()
+        run_migrations(dict(os.environ))
+        from tests.processes import celery_worker, relay, rq_worker
+
+        ratio, plain, with_outbox = asyncio.run(throughput_ratio(args.requests, args.concurrency))
+        print(f"write throughput with outbox / without: {ratio:.3f}  (goal >= 0.9)")
+        print(f"  medians over {ROUNDS} alternating rounds: {with_outbox:.0f} vs {plain:.0f} req/s, in-process ASGI")
+
+        # The throughput rounds recorded thousands of tasks; they must not queue ahead of these.
+        assert stack.primary is not None
+        stack.primary.psql("TRUNCATE outbox_messages, task_records, bench_events")
+        workers = [relay(root), celery_worker(root), rq_worker(root)]
+        for worker in workers:
+            worker.start()
+        try:
+            latencies = asyncio.run(commit_to_start_latencies(args.tasks, args.gap))
+        finally:
+            for worker in workers:
+                worker.stop()
+        for backend, values in latencies.items():
+            if values:
+                p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+                print(
+                    f"commit -> task started, {backend}: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                    f"  ({len(values)} tasks; goal p50 <= 10 ms, p99 <= 50 ms)"
+                )
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
