@@ -174,9 +174,9 @@ def main() -> None:
         assert stack.primary is not None
         stack.primary.psql("TRUNCATE outbox_messages, task_records, bench_events")
         workers = [relay(root), celery_worker(root), rq_worker(root)]
-        for worker in workers:
-            worker.start()
         try:
+            for worker in workers:
+                worker.start()
             latencies = asyncio.run(commit_to_start_latencies(args.tasks, args.gap))
         finally:
             for worker in workers:

@@ -94,6 +94,7 @@ class Worker:
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
+                self.stop()
                 raise AssertionError(f"{self.name} not ready within {timeout}s:\n{self.output()}")
             time.sleep(0.1)
         return self

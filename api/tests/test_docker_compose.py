@@ -49,3 +49,29 @@ def test_api_points_reads_at_the_replica_and_writes_at_the_primary(compose: dict
     assert environment["REDIS_URL"].startswith("redis://redis:")
     assert (REPO_DIR / api["build"]["dockerfile"]).exists()
     assert (API_DIR / "Dockerfile").exists()
+
+
+def test_background_services_run_the_documented_commands(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["relay"]["command"] == ["python", "-m", "backend_app.outbox.relay"]
+    assert services["celery-worker"]["command"][:6] == [
+        "celery",
+        "-A",
+        "backend_app.core.celery_app",
+        "worker",
+        "--loglevel=info",
+        "-Q",
+    ]
+    assert services["celery-beat"]["command"][3] == "beat"
+    assert "rq worker notifications analytics video_processing" in services["rq-worker"]["command"][-1]
+    for name in ("relay", "celery-worker", "celery-beat", "rq-worker"):
+        assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_procfile_runs_every_process_from_api() -> None:
+    processes = dict(line.split(": ", 1) for line in (REPO_DIR / "Procfile").read_text().splitlines() if line.strip())
+    assert set(processes) == {"web", "relay", "celery", "beat", "rq"}
+    assert all(command.startswith("cd api && exec ") for command in processes.values())
+    assert "celery -A backend_app.core.celery_app worker --loglevel=info -Q emails" in processes["celery"]
+    assert "celery -A backend_app.core.celery_app beat --loglevel=info" in processes["beat"]
+    assert "rq worker notifications analytics video_processing --url" in processes["rq"]
