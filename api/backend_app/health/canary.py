@@ -45,8 +45,8 @@ def check_canary(
         report["last_round_trip_ms"] = round((done_at - sent_at) * 1000, 2)
     if outstanding and waiting_for > timeout:
         report["consuming"] = False
-    elif outstanding and done_at is None:
-        report["consuming"] = None  # the first canary is still on its way
+    elif done_at is None:
+        report["consuming"] = None  # no canary has come back yet: not known
     else:
         report["consuming"] = True
 
