@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from backend_app.auth.router import router as auth_router
 from backend_app.core.config import Settings, get_settings
 from backend_app.core.errors import install_exception_handlers
 from backend_app.core.logging import configure_logging
 from backend_app.core.read_replica import close_database, init_database
 from backend_app.health.router import router as health_router
+from backend_app.jobs.router import router as jobs_router
 from backend_app.tasks.router import router as tasks_router
+from backend_app.users.router import router as users_router
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Job platform API", version="0.1.0", lifespan=lifespan)
     install_exception_handlers(app)
     app.include_router(health_router)
+    app.include_router(auth_router)
+    app.include_router(users_router)
+    app.include_router(jobs_router)
     app.include_router(tasks_router)
     return app
 

@@ -1,8 +1,11 @@
 """Every model, imported once so Base.metadata is complete (Alembic and the tests use this)."""
 
+from backend_app.auth.models import PasswordResetToken
 from backend_app.core.database import Base
+from backend_app.emails.models import EmailDelivery
+from backend_app.jobs.models import Application, Job
 from backend_app.outbox.models import OutboxMessage
 from backend_app.tasks.models import TaskRecord
 from backend_app.users.models import User
 
-__all__ = ["Base", "OutboxMessage", "TaskRecord", "User"]
+__all__ = ["Application", "Base", "EmailDelivery", "Job", "OutboxMessage", "PasswordResetToken", "TaskRecord", "User"]

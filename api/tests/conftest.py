@@ -15,14 +15,18 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from backend_app.core.config import Settings, get_settings
-from backend_app.devstack import LocalStack, run_migrations
+from backend_app.devstack import LocalStack, free_port, run_migrations
 from tests.processes import Worker, celery_worker, relay, rq_worker
 
 if TYPE_CHECKING:
@@ -169,3 +173,63 @@ def make_user(stack: LocalStack) -> Callable[..., tuple[int, str]]:
         return user_id, create_access_token(user_id)
 
     return create
+
+
+@dataclass
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) in the test process; `reply` makes it refuse mail."""
+
+    port: int
+    messages: list[EmailMessage] = field(default_factory=list)
+    reply: str | None = None
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        if self.reply is not None:
+            return self.reply
+        self.messages.append(message_from_bytes(envelope.content, _class=EmailMessage, policy=default_policy))
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if address in m["To"]]
+
+
+@pytest.fixture
+def smtp_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
+    """SMTP on a free port; workers started after this fixture send their mail to it."""
+    from aiosmtpd.controller import Controller
+
+    sink = SmtpSink(port=free_port())
+    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SMTP_PORT", str(sink.port))
+    monkeypatch.setenv("SMTP_USE_TLS", "false")
+    get_settings.cache_clear()
+    yield sink
+    controller.stop()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def mail_workers(smtp_sink: SmtpSink, tmp_path: Path, test_task_tables: None) -> Iterator[SmtpSink]:
+    """The relay and a Celery worker that deliver to `smtp_sink`."""
+    workers = [relay(tmp_path), celery_worker(tmp_path)]
+    try:
+        for worker in workers:
+            worker.start()
+        yield smtp_sink
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+async def wait_for_mail(sink: SmtpSink, address: str, count: int = 1, seconds: float = 30) -> list[EmailMessage]:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + seconds
+    while len(sink.to(address)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} email(s) to {address} did not arrive within {seconds}s")
+        await asyncio.sleep(0.1)
+    return sink.to(address)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from backend_app.core.read_replica import ReadSession
+from backend_app.core.read_replica import ReadSession, get_database_router
 from backend_app.core.security import InvalidTokenError, decode_access_token
 from backend_app.users.models import User
 
@@ -35,6 +35,10 @@ async def get_current_user(
             headers={"WWW-Authenticate": "Bearer"},
         ) from None
     user = await session.get(User, user_id)
+    if user is None:
+        # A brand-new account may not have reached the replica yet.
+        async with get_database_router().primary_read_session() as primary:
+            user = await primary.get(User, user_id)
     if user is None:
         raise UNAUTHENTICATED
     return user

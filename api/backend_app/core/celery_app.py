@@ -68,6 +68,10 @@ def create_celery_app() -> Celery:
                 "task": "backend_app.core.celery_tasks.purge_delivered_outbox_messages",
                 "schedule": crontab(minute=17),
             },
+            "cleanup-old-notifications": {
+                "task": "backend_app.core.celery_tasks.cleanup_old_notifications",
+                "schedule": crontab(hour=3, minute=30),
+            },
             "purge-expired-task-records": {
                 "task": "backend_app.core.celery_tasks.purge_expired_task_records",
                 "schedule": crontab(minute=47),

@@ -1,14 +1,21 @@
-"""Celery tasks (queue `emails`). Thin: decode arguments, call a service, return a small result."""
+"""Celery tasks (queue `emails`). Thin: decode arguments, call a service, return a small result.
+
+Names and keyword arguments are a contract with existing callers:
+`send_welcome_email.delay(user_email=..., user_name=..., username=...)` keeps working.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
 
 from backend_app.core.celery_app import EMAIL_QUEUE, celery_app
 from backend_app.core.config import get_settings
 from backend_app.core.read_replica import get_database_router
 from backend_app.core.rq_app import get_redis
 from backend_app.core.worker_runtime import run_async
+from backend_app.emails.service import deliver
 from backend_app.health.canary import mark_canary_done
 from backend_app.outbox import repository as outbox_repository
 from backend_app.tasks import repository as task_repository
@@ -56,3 +63,97 @@ def purge_expired_task_records() -> dict[str, int]:
 def ping() -> str:
     """A tracked no-op: checks the whole path (outbox, relay, queue, worker, task record)."""
     return "pong"
+
+
+@celery_app.task(bind=True, **TASK_OPTIONS)
+def send_welcome_email(self: TrackedTask, user_email: str, user_name: str, username: str) -> dict[str, object]:
+    return deliver(
+        task_id=self.request.id or "direct",
+        to_email=user_email,
+        to_name=user_name,
+        template="welcome",
+        context={"user_name": user_name, "username": username},
+    )
+
+
+@celery_app.task(bind=True, **TASK_OPTIONS)
+def send_job_application_email(
+    self: TrackedTask,
+    employer_email: str,
+    employer_name: str,
+    job_title: str,
+    applicant_name: str,
+    applicant_email: str,
+    job_id: int,
+) -> dict[str, object]:
+    return deliver(
+        task_id=self.request.id or "direct",
+        to_email=employer_email,
+        to_name=employer_name,
+        template="job_application",
+        context={
+            "employer_name": employer_name,
+            "job_title": job_title,
+            "applicant_name": applicant_name,
+            "applicant_email": applicant_email,
+            "job_id": job_id,
+        },
+    )
+
+
+@celery_app.task(bind=True, redacted_kwargs=("reset_token",), **TASK_OPTIONS)
+def send_password_reset_email(
+    self: TrackedTask, user_email: str, user_name: str, reset_token: str
+) -> dict[str, object]:
+    return deliver(
+        task_id=self.request.id or "direct",
+        to_email=user_email,
+        to_name=user_name,
+        template="password_reset",
+        context={
+            "user_name": user_name,
+            "reset_token": reset_token,
+            "valid_minutes": get_settings().password_reset_token_minutes,
+        },
+    )
+
+
+@celery_app.task(bind=True, **TASK_OPTIONS)
+def send_message_notification_email(
+    self: TrackedTask, recipient_email: str, recipient_name: str, sender_name: str, message_preview: str
+) -> dict[str, object]:
+    return deliver(
+        task_id=self.request.id or "direct",
+        to_email=recipient_email,
+        to_name=recipient_name,
+        template="message_notification",
+        context={"recipient_name": recipient_name, "sender_name": sender_name, "message_preview": message_preview},
+    )
+
+
+async def _cleanup_old_notifications() -> int:
+    cutoff = datetime.now(UTC) - timedelta(days=get_settings().notification_retention_days)
+    async with get_database_router().write_session() as session:
+        # The notifications table arrives with the notifications feature; until then: nothing.
+        exists = await session.scalar(text("SELECT to_regclass('public.notifications') IS NOT NULL"))
+        if not exists:
+            return 0
+        result = await session.execute(
+            text("DELETE FROM notifications WHERE read_at IS NOT NULL AND read_at < :cutoff"), {"cutoff": cutoff}
+        )
+        return result.rowcount or 0
+
+
+@celery_app.task(bind=True, **TASK_OPTIONS)
+def cleanup_old_notifications(self: TrackedTask) -> dict[str, object]:
+    """Beat, daily: read notifications older than NOTIFICATION_RETENTION_DAYS.
+
+    Two beat processes would each send it; the first run of the day claims the day in Redis
+    and a second one (another task id) skips, so the clean-up runs once a day.
+    """
+    run_id = self.request.id or "direct"
+    day_key = f"daily-run:cleanup_old_notifications:{datetime.now(UTC).date().isoformat()}"
+    redis = get_redis()
+    if not redis.set(day_key, run_id, nx=True, ex=2 * 86400) and redis.get(day_key) != run_id.encode():
+        return {"deleted": 0, "skipped": "already ran today"}
+    return {"deleted": run_async(_cleanup_old_notifications())}

@@ -89,6 +89,21 @@ class Settings(BaseSettings):
     outbox_retention_days: int = Field(default=7, ge=1)
     task_record_retention_days: int = Field(default=30, ge=1)
 
+    # Email (Celery queue `emails`). With SMTP_HOST empty, emails are written to the log.
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_use_tls: bool = True
+    smtp_timeout: float = Field(default=10.0, gt=0, le=300)
+    smtp_from_email: str = "no-reply@jobplatform.local"
+    smtp_from_name: str = "Job Platform"
+    password_reset_token_minutes: int = Field(default=60, ge=5, le=24 * 60)
+    login_max_failures: int = Field(default=10, ge=1, le=1000)
+    login_failure_window_seconds: int = Field(default=900, ge=10)
+    # Read notifications older than this are deleted by the daily clean-up.
+    notification_retention_days: int = Field(default=90, ge=1)
+
     # /health/queues: a canary task not done after this long means workers stopped consuming.
     canary_timeout_seconds: float = Field(default=30.0, gt=0)
 

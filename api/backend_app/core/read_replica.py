@@ -189,6 +189,12 @@ class DatabaseRouter:
         async with session:
             yield session
 
+    @asynccontextmanager
+    async def primary_read_session(self) -> AsyncIterator[AsyncReadSession]:
+        """A read-only session on the primary, for the rare read that must not be stale."""
+        async with self._read_sessionmaker(self.primary_read_engine)() as session:
+            yield session
+
     async def _open_read_session(self) -> AsyncReadSession:
         if not self.replicas:
             self.counters.primary_no_replica += 1

@@ -133,3 +133,11 @@ async def delete_finished_before(session: AsyncSession, cutoff: datetime) -> int
         )
     )
     return result.rowcount or 0
+
+
+async def redact_kwargs(session: AsyncSession, *, task_id: str, names: tuple[str, ...]) -> None:
+    """Replace the named keyword arguments in the stored payload with "***"."""
+    payload = TaskRecord.payload
+    for name in names:
+        payload = func.jsonb_set(payload, ["kwargs", name], func.to_jsonb("***"), False)
+    await session.execute(update(TaskRecord).where(TaskRecord.id == task_id).values(payload=payload))

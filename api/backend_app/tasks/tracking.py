@@ -59,9 +59,18 @@ async def _start(task_id: str, backend: TaskBackend, queue: str, name: str, payl
     return True
 
 
-async def _finish(task_id: str, status: TaskStatus, *, result: Any = None, error: str | None = None) -> None:
+async def _finish(
+    task_id: str,
+    status: TaskStatus,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    redact: tuple[str, ...] = (),
+) -> None:
     async with get_database_router().write_session() as session:
         await repository.finish(session, task_id=task_id, status=status, result=result, error=error)
+        if redact and status is TaskStatus.succeeded:
+            await repository.redact_kwargs(session, task_id=task_id, names=redact)
 
 
 class TrackedTask(Task):
@@ -70,6 +79,8 @@ class TrackedTask(Task):
     autoretry_for = (TransientTaskError,)
     retry_backoff = True
     retry_jitter = True
+    # Keyword arguments blanked in the task record once the task succeeded (secrets, tokens).
+    redacted_kwargs: tuple[str, ...] = ()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         task_id = self.request.id
@@ -85,7 +96,7 @@ class TrackedTask(Task):
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not getattr(self.request, "tracking_skipped", False):
-            run_async(_finish(task_id, TaskStatus.succeeded, result=small_result(retval)))
+            run_async(_finish(task_id, TaskStatus.succeeded, result=small_result(retval), redact=self.redacted_kwargs))
             logger.info("task %s (%s) succeeded", task_id, self.name)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:

@@ -1,0 +1,169 @@
+"""Rendering and sending email, at most once per task.
+
+Runs in the Celery worker. SMTP is blocking (smtplib) and that is fine there; the delivery
+bookkeeping goes through the async database layer with `run_async`.
+
+A task may be delivered twice (see BACKGROUND_JOBS_SETUP.md). Before talking to the SMTP
+server the task claims its row in `email_deliveries`; a second delivery of a task whose
+email is `sent` sends nothing. If a worker died while the SMTP server was taking the
+message, the row stays `sending` and the outcome is unknown: we do not send again (never
+twice), and the task fails saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formataddr
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from backend_app.core.config import Settings, get_settings
+from backend_app.core.read_replica import get_database_router
+from backend_app.core.worker_runtime import run_async
+from backend_app.emails.models import DeliveryStatus, EmailDelivery
+from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+@lru_cache
+def _templates() -> Environment:
+    return Environment(
+        loader=PackageLoader("backend_app.emails", "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def single_line(value: str) -> str:
+    """Header values never carry line breaks (header injection)."""
+    return " ".join(str(value).split())
+
+
+def render(template: str, context: dict[str, Any], settings: Settings | None = None) -> RenderedEmail:
+    settings = settings or get_settings()
+    values = {"base_url": settings.base_url.rstrip("/"), "from_name": settings.smtp_from_name, **context}
+    environment = _templates()
+    subject = environment.get_template(f"{template}.subject").render(values)
+    return RenderedEmail(
+        subject=single_line(subject),
+        text=environment.get_template(f"{template}.txt").render(values),
+        html=environment.get_template(f"{template}.html").render(values),
+    )
+
+
+def build_message(
+    *, message_id: str, to_email: str, to_name: str, email: RenderedEmail, settings: Settings
+) -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"] = email.subject
+    message["From"] = formataddr((single_line(settings.smtp_from_name), settings.smtp_from_email))
+    message["To"] = formataddr((single_line(to_name), to_email))
+    message["Message-ID"] = message_id
+    message.set_content(email.text)
+    message.add_alternative(email.html, subtype="html")
+    return message
+
+
+def _smtp_send(message: EmailMessage, settings: Settings) -> None:
+    """Send over SMTP, sorting failures into transient (retry) and permanent (do not)."""
+    try:
+        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout) as smtp:
+            if settings.smtp_use_tls:
+                smtp.starttls()
+            if settings.smtp_user:
+                smtp.login(settings.smtp_user, settings.smtp_password)
+            smtp.send_message(message)
+    except smtplib.SMTPRecipientsRefused as refused:
+        codes = [code for code, _ in refused.recipients.values()]
+        detail = "; ".join(f"{code} {reply.decode(errors='replace')}" for code, reply in refused.recipients.values())
+        if all(code >= 500 for code in codes):
+            raise PermanentTaskError(f"recipient refused: {detail}") from None
+        raise TransientTaskError(f"recipient deferred: {detail}") from None
+    except smtplib.SMTPResponseException as reply:
+        error_text = reply.smtp_error
+        text = (
+            f"{reply.smtp_code} {error_text.decode(errors='replace') if isinstance(error_text, bytes) else error_text}"
+        )
+        if reply.smtp_code >= 500:
+            raise PermanentTaskError(f"SMTP server refused: {text}") from None
+        raise TransientTaskError(f"SMTP server deferred: {text}") from None
+    except (TimeoutError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as error:
+        raise TransientTaskError(f"SMTP server unreachable: {type(error).__name__}: {error}") from None
+
+
+async def _claim(task_id: str, recipient: str, subject: str, message_id: str) -> DeliveryStatus | None:
+    """Claim the delivery for this task; returns the earlier status when there was one."""
+    async with get_database_router().write_session() as session:
+        inserted = await session.scalar(
+            insert(EmailDelivery)
+            .values(
+                id=task_id, recipient=recipient, subject=subject, status=DeliveryStatus.sending, message_id=message_id
+            )
+            .on_conflict_do_nothing(index_elements=[EmailDelivery.id])
+            .returning(EmailDelivery.id)
+        )
+        if inserted is not None:
+            return None
+        previous = await session.scalar(select(EmailDelivery.status).where(EmailDelivery.id == task_id))
+        if previous is DeliveryStatus.failed:
+            # A transient failure released it: this attempt may send.
+            await session.execute(
+                update(EmailDelivery).where(EmailDelivery.id == task_id).values(status=DeliveryStatus.sending)
+            )
+            return None
+        return previous
+
+
+async def _settle(task_id: str, status: DeliveryStatus, error: str | None = None) -> None:
+    async with get_database_router().write_session() as session:
+        await session.execute(
+            update(EmailDelivery).where(EmailDelivery.id == task_id).values(status=status, last_error=error)
+        )
+
+
+def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Render and send one email for one task; a redelivered task does not send it again."""
+    settings = get_settings()
+    rendered = render(template, context, settings)
+    domain = settings.smtp_from_email.rpartition("@")[2] or "localhost"
+    message_id = f"<{task_id}@{domain}>"
+    previous = run_async(_claim(task_id, to_email, rendered.subject, message_id))
+    if previous is DeliveryStatus.sent:
+        logger.info("email for task %s was already sent; not sending again", task_id)
+        return {"to": to_email, "subject": rendered.subject, "sent": True, "duplicate": True}
+    if previous is DeliveryStatus.sending:
+        raise PermanentTaskError(
+            "an earlier attempt stopped while handing the email to the SMTP server; "
+            "not sending again so it cannot arrive twice"
+        )
+    message = build_message(
+        message_id=message_id, to_email=to_email, to_name=to_name, email=rendered, settings=settings
+    )
+    if not settings.smtp_host:
+        logger.info("SMTP_HOST is empty: email not sent, logged instead\n%s", message.as_string())
+    else:
+        try:
+            _smtp_send(message, settings)
+        except (TransientTaskError, PermanentTaskError) as error:
+            # Known not sent: a retry or a requeue may send it.
+            run_async(_settle(task_id, DeliveryStatus.failed, str(error)))
+            raise
+    run_async(_settle(task_id, DeliveryStatus.sent))
+    logger.info("email %r sent to %s (task %s)", rendered.subject, to_email, task_id)
+    return {"to": to_email, "subject": rendered.subject, "sent": bool(settings.smtp_host)}
