@@ -182,6 +182,7 @@ class SmtpSink:
     port: int
     messages: list[EmailMessage] = field(default_factory=list)
     reply: str | None = None
+    _controller: Any = None
 
     async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
         if self.reply is not None:
@@ -192,21 +193,30 @@ class SmtpSink:
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if address in m["To"]]
 
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        # A stopped Controller cannot start again; a new one takes the same port.
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
 
 @pytest.fixture
 def smtp_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
     """SMTP on a free port; workers started after this fixture send their mail to it."""
-    from aiosmtpd.controller import Controller
-
     sink = SmtpSink(port=free_port())
-    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
-    controller.start()
+    sink.start()
     monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("SMTP_PORT", str(sink.port))
     monkeypatch.setenv("SMTP_USE_TLS", "false")
     get_settings.cache_clear()
     yield sink
-    controller.stop()
+    sink.stop()
     get_settings.cache_clear()
 
 

@@ -6,8 +6,10 @@ Names and keyword arguments are a contract with existing callers:
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
+from celery.signals import celeryd_after_setup
 from sqlalchemy import text
 
 from backend_app.core.celery_app import EMAIL_QUEUE, celery_app
@@ -22,6 +24,16 @@ from backend_app.tasks import repository as task_repository
 from backend_app.tasks.tracking import TrackedTask
 
 _settings = get_settings()
+logger = logging.getLogger(__name__)
+
+
+@celeryd_after_setup.connect
+def _say_where_email_goes(sender: str, **_: object) -> None:
+    settings = get_settings()
+    if settings.smtp_host:
+        logger.info("worker %s sends email through %s:%s", sender, settings.smtp_host, settings.smtp_port)
+    else:
+        logger.warning("worker %s: SMTP_HOST is empty, so emails are written to this log and NOT sent", sender)
 TASK_OPTIONS = {
     "base": TrackedTask,
     "max_retries": _settings.task_max_retries,

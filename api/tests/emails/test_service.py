@@ -1,0 +1,117 @@
+"""Email delivery through a real Celery worker to a real SMTP server: retries, refusals, once-only."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from backend_app.core.celery_app import celery_app
+from backend_app.core.config import get_settings
+from backend_app.devstack import LocalStack
+from backend_app.emails.service import build_message, render
+from tests.conftest import SmtpSink, wait_for_mail
+from tests.processes import celery_worker, wait_until
+
+WELCOME = "backend_app.core.celery_tasks.send_welcome_email"
+WELCOME_ARGS = {"user_email": "ada@example.com", "user_name": "Ada Lovelace", "username": "ada"}
+
+
+def task_field(stack: LocalStack, task_id: str, column: str) -> str:
+    assert stack.primary is not None
+    return stack.primary.psql(f"SELECT {column} FROM task_records WHERE id = '{task_id}'")
+
+
+async def test_smtp_down_retries_and_delivers_once_it_is_back(
+    smtp_sink: SmtpSink, stack: LocalStack, tmp_path: Path, test_task_tables: None
+) -> None:
+    smtp_sink.stop()
+    worker = celery_worker(tmp_path).start()
+    try:
+        celery_app.send_task(WELCOME, kwargs=WELCOME_ARGS, task_id="welcome-while-down", queue="emails")
+        await wait_until(lambda: task_field(stack, "welcome-while-down", "status") == "retrying", what="a retry")
+        assert "SMTP server unreachable" in task_field(stack, "welcome-while-down", "last_error")
+        smtp_sink.start()
+        await wait_for_mail(smtp_sink, "ada@example.com")
+        await wait_until(lambda: task_field(stack, "welcome-while-down", "status") == "succeeded", what="success")
+    finally:
+        worker.stop()
+    assert int(task_field(stack, "welcome-while-down", "attempts")) >= 2
+    assert len(smtp_sink.to("ada@example.com")) == 1
+
+
+async def test_permanent_refusal_fails_without_retrying(mail_workers: SmtpSink, stack: LocalStack) -> None:
+    mail_workers.reply = "550 5.1.1 No such mailbox"
+
+    celery_app.send_task(WELCOME, kwargs=WELCOME_ARGS, task_id="welcome-refused", queue="emails")
+
+    await wait_until(lambda: task_field(stack, "welcome-refused", "status") == "failed", what="the failure")
+    await asyncio.sleep(2.5)  # longer than a retry would wait in the tests
+    assert task_field(stack, "welcome-refused", "status") == "failed"
+    assert task_field(stack, "welcome-refused", "attempts") == "1"
+    assert "550 5.1.1 No such mailbox" in task_field(stack, "welcome-refused", "last_error")
+
+
+async def test_temporary_refusal_is_retried(mail_workers: SmtpSink, stack: LocalStack) -> None:
+    mail_workers.reply = "451 4.3.0 Try again later"
+
+    celery_app.send_task(WELCOME, kwargs=WELCOME_ARGS, task_id="welcome-deferred", queue="emails")
+    await wait_until(lambda: task_field(stack, "welcome-deferred", "status") == "retrying", what="a retry")
+    mail_workers.reply = None
+
+    await wait_for_mail(mail_workers, "ada@example.com")
+    await wait_until(lambda: task_field(stack, "welcome-deferred", "status") == "succeeded", what="success")
+    assert "451 4.3.0" in task_field(stack, "welcome-deferred", "last_error")
+
+
+async def test_a_redelivered_task_never_sends_the_same_email_twice(mail_workers: SmtpSink, stack: LocalStack) -> None:
+    celery_app.send_task(WELCOME, kwargs=WELCOME_ARGS, task_id="welcome-once", queue="emails")
+    await wait_until(lambda: task_field(stack, "welcome-once", "status") == "succeeded", what="the first delivery")
+
+    # A redelivery after a success, and one after a worker that died before recording it.
+    celery_app.send_task(WELCOME, kwargs=WELCOME_ARGS, task_id="welcome-once", queue="emails")
+    assert stack.primary is not None
+    stack.primary.psql("UPDATE task_records SET status = 'started' WHERE id = 'welcome-once'")
+    celery_app.send_task(WELCOME, kwargs=WELCOME_ARGS, task_id="welcome-once", queue="emails")
+    await wait_until(lambda: task_field(stack, "welcome-once", "status") == "succeeded", what="the redelivery")
+    await asyncio.sleep(1)
+
+    assert len(mail_workers.to("ada@example.com")) == 1
+    assert task_field(stack, "welcome-once", "result::text").find('"duplicate": true') >= 0
+
+
+def test_names_with_line_breaks_cannot_inject_headers() -> None:
+    settings = get_settings()
+    email = render("welcome", {"user_name": "Eve\r\nBcc: victim@example.com", "username": "eve"}, settings)
+
+    message = build_message(
+        message_id="<x@example.com>",
+        to_email="eve@example.com",
+        to_name="Eve\r\nBcc: victim@example.com",
+        email=email,
+        settings=settings,
+    )
+
+    headers = message.as_string().split("\n\n", 1)[0]
+    assert not any(line.startswith("Bcc:") for line in headers.splitlines())
+    assert message["Bcc"] is None
+    assert message["To"] == '"Eve Bcc: victim@example.com" <eve@example.com>'
+    assert "\r" not in message["Subject"]
+    assert "\n" not in message["Subject"]
+
+
+async def test_cleanup_old_notifications_runs_once_a_day(mail_workers: SmtpSink, stack: LocalStack) -> None:
+    # As if two beat processes each sent the daily clean-up.
+    for n in range(2):
+        celery_app.send_task(
+            "backend_app.core.celery_tasks.cleanup_old_notifications", task_id=f"cleanup-{n}", queue="emails"
+        )
+    await wait_until(
+        lambda: (
+            task_field(stack, "cleanup-1", "status") == "succeeded"
+            and task_field(stack, "cleanup-0", "status") == "succeeded"
+        ),
+        what="both clean-ups",
+    )
+
+    results = {task_field(stack, f"cleanup-{n}", "result::text") for n in range(2)}
+    assert results == {'{"deleted": 0}', '{"deleted": 0, "skipped": "already ran today"}'}
