@@ -33,7 +33,8 @@ lint: $(VENV)/.dev-installed
 format: $(VENV)/.dev-installed
 	cd api && $(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-test: system-deps $(VENV)/.dev-installed lint
+test: $(VENV)/.dev-installed lint
+	@bash api/scripts/system-deps.sh --test
 	cd api && PATH="$(BIN):$$PATH" $(BIN)/python -m pytest
 
 clean-dev:

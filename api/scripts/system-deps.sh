@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure the server binaries that `make dev` and `make test` start are installed:
-# PostgreSQL (initdb, pg_ctl, pg_basebackup, postgres, psql) and redis-server.
+# PostgreSQL (initdb, pg_ctl, pg_basebackup, postgres, psql) and redis-server; with
+# --test also Chromium, which the tests drive headless to check the Flower dashboard.
 # As root on Debian/Ubuntu they are installed with apt-get; otherwise we say what to install.
 set -euo pipefail
+for_tests=0
+[ "${1:-}" = "--test" ] && for_tests=1
 
 have_postgres() {
   local dirs=()
@@ -21,6 +24,9 @@ have_postgres() {
 missing=()
 have_postgres || missing+=(postgresql)
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+if [ "$for_tests" = 1 ]; then
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -33,5 +39,5 @@ fi
 
 echo "Missing system packages: ${missing[*]}." >&2
 echo "Install them and run again, e.g. on Debian/Ubuntu: sudo apt-get install ${missing[*]}" >&2
-echo "(Fedora: sudo dnf install postgresql-server redis; macOS: brew install postgresql@15 redis)" >&2
+echo "(Fedora: sudo dnf install postgresql-server redis chromium; macOS: brew install postgresql@15 redis chromium)" >&2
 exit 1

@@ -70,8 +70,9 @@ def test_background_services_run_the_documented_commands(compose: dict[str, Any]
 
 def test_procfile_runs_every_process_from_api() -> None:
     processes = dict(line.split(": ", 1) for line in (REPO_DIR / "Procfile").read_text().splitlines() if line.strip())
-    assert set(processes) == {"web", "relay", "celery", "beat", "rq"}
+    assert set(processes) == {"web", "relay", "celery", "beat", "rq", "flower"}
     assert all(command.startswith("cd api && exec ") for command in processes.values())
     assert "celery -A backend_app.core.celery_app worker --loglevel=info -Q emails" in processes["celery"]
     assert "celery -A backend_app.core.celery_app beat --loglevel=info" in processes["beat"]
     assert "rq worker notifications analytics video_processing --url" in processes["rq"]
+    assert "celery -A backend_app.core.celery_app flower --port=" in processes["flower"]

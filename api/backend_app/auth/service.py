@@ -74,7 +74,7 @@ async def register(*, session: AsyncWriteSession, registration: Registration) ->
         username=registration.username,
         first_name=registration.first_name,
         last_name=registration.last_name,
-        password_hash=hash_password(registration.password),
+        password_hash=await asyncio.to_thread(hash_password, registration.password),
         role=registration.role,
     )
     session.add(user)
@@ -131,7 +131,8 @@ async def authenticate(*, session: AsyncWriteSession, email: str, password: str,
         raise TooManyAttempts(retry_after)
     user = await users.get_by_email(session, email)
     # verify_password runs even for an unknown email, so timing does not reveal accounts.
-    if not verify_password(password, user.password_hash if user else None) or user is None:
+    verified = await asyncio.to_thread(verify_password, password, user.password_hash if user else None)
+    if not verified or user is None:
         await asyncio.to_thread(_count_failure, client_address)
         raise InvalidCredentials
     return user
@@ -168,5 +169,5 @@ async def reset_password(*, session: AsyncWriteSession, token: str, new_password
     if user is None:
         raise InvalidResetToken
     check_password_strength(new_password, email=user.email, username=user.username)
-    user.password_hash = hash_password(new_password)
+    user.password_hash = await asyncio.to_thread(hash_password, new_password)
     reset.used_at = datetime.now(UTC)

@@ -2,6 +2,7 @@
 
     celery -A backend_app.core.celery_app worker --loglevel=info -Q emails
     celery -A backend_app.core.celery_app beat --loglevel=info
+    celery -A backend_app.core.celery_app flower --port=5555   (login: FLOWER_BASIC_AUTH)
 
 Delivery is at-least-once and survives a killed worker: a message is acknowledged only
 after its task finished (late acks), a task whose worker process died is put back
@@ -13,18 +14,27 @@ redelivered task that already succeeded.
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 from celery.schedules import crontab
 from kombu import Queue
 
-from backend_app.core.config import get_settings
+from backend_app.core.config import Environment, Settings, get_settings
 
 EMAIL_QUEUE = "emails"
 CELERY_QUEUES = (EMAIL_QUEUE,)
 
 
+def refuse_open_flower_in_production(settings: Settings, argv: list[str]) -> None:
+    """Flower shows task arguments (emails, tokens): in production it must ask for a login."""
+    if "flower" in argv and settings.environment is Environment.production and not settings.flower_basic_auth:
+        raise SystemExit("Invalid setting FLOWER_BASIC_AUTH: required (user:password) when ENVIRONMENT=production")
+
+
 def create_celery_app() -> Celery:
     settings = get_settings()
+    refuse_open_flower_in_production(settings, sys.argv[1:])
     app = Celery("backend_app")
     app.conf.update(
         broker_url=settings.redis_url,
@@ -58,8 +68,10 @@ def create_celery_app() -> Celery:
             "health_check_interval": 10,
         },
         result_backend_transport_options={"socket_connect_timeout": 5, "socket_timeout": 10},
-        # Publishing from the relay must fail fast when Redis is down: the relay retries.
-        task_publish_retry=False,
+        # A worker publishing a retry rides out a short Redis blip; the relay passes
+        # retry=False itself because it keeps unsent work in the outbox.
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,

@@ -34,6 +34,8 @@ def _say_where_email_goes(sender: str, **_: object) -> None:
         logger.info("worker %s sends email through %s:%s", sender, settings.smtp_host, settings.smtp_port)
     else:
         logger.warning("worker %s: SMTP_HOST is empty, so emails are written to this log and NOT sent", sender)
+
+
 TASK_OPTIONS = {
     "base": TrackedTask,
     "max_retries": _settings.task_max_retries,

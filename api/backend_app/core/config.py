@@ -41,11 +41,16 @@ def to_asyncpg_url(raw_url: str) -> str:
     return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
+_SECRET_QUERY_KEYS = {"password", "passwd", "pass", "secret", "token", "sslpassword"}
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for logs and health output."""
+    """The URL with its password (also one given as ?password=...) replaced by ***."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        parsed = make_url(url)
+        query = {k: ("***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parsed.query.items()}
+        return parsed.set(query=query).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    except (ArgumentError, ValueError):
         return "<unparseable url>"
 
 
@@ -104,6 +109,10 @@ class Settings(BaseSettings):
     # Read notifications older than this are deleted by the daily clean-up.
     notification_retention_days: int = Field(default=90, ge=1)
 
+    # Flower's dashboard login, "user:password" (several separated by commas). Flower reads
+    # it itself; we check it here so production refuses to start Flower without one.
+    flower_basic_auth: str = ""
+
     # /health/queues: a canary task not done after this long means workers stopped consuming.
     canary_timeout_seconds: float = Field(default=30.0, gt=0)
 
@@ -125,6 +134,15 @@ class Settings(BaseSettings):
     def _split_modules(cls, value: object) -> list[str]:
         parts = value.split(",") if isinstance(value, str) else list(value or [])
         return [str(part).strip() for part in parts if str(part).strip()]
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _check_basic_auth(cls, value: str) -> str:
+        for pair in filter(None, value.split(",")):
+            user, sep, password = pair.partition(":")
+            if not sep or not user or not password:
+                raise ValueError("must be user:password, several separated by commas")
+        return value
 
     @field_validator("redis_url")
     @classmethod

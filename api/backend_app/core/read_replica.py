@@ -205,6 +205,10 @@ class DatabaseRouter:
                 # Check a connection out now so an unreachable replica is skipped before
                 # the route runs, rather than failing its first query.
                 await session.connection()
+            except PoolTimeoutError:
+                # Busy, not down: every pooled connection is in use. Try another node, no ban.
+                await session.close()
+                continue
             except Exception as error:
                 await session.close()
                 if not is_connection_error(error):
@@ -235,13 +239,18 @@ class DatabaseRouter:
                 async with node.engine.connect() as connection:
                     row = (await connection.execute(text(query))).one()
         except Exception as error:
-            if not is_connection_error(error):
+            # Any database error makes the node unhealthy in the report, never a 500.
+            if not is_connection_error(error) and not isinstance(error, DBAPIError):
                 raise
             return {"reachable": False, "error": type(error).__name__}, None
         return {"reachable": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}, row
 
     async def health(self) -> dict[str, Any]:
-        primary_probe = self._probe(self.primary, "SELECT pg_is_in_recovery(), pg_current_wal_lsn()::text")
+        primary_probe = self._probe(
+            self.primary,
+            "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+            " ELSE pg_current_wal_lsn() END)::text",
+        )
         replica_probes = [
             self._probe(
                 node,

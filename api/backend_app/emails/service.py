@@ -12,6 +12,7 @@ twice), and the task fails saying so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import smtplib
 from dataclasses import dataclass
@@ -80,31 +81,51 @@ def build_message(
     return message
 
 
+class MaybeSent(Exception):
+    """The connection broke while the server was taking the message: it may have been sent."""
+
+
+def _refusal(code: int, text: str, what: str) -> Exception:
+    if code >= 500:
+        return PermanentTaskError(f"{what} refused: {code} {text}")
+    return TransientTaskError(f"{what} deferred: {code} {text}")
+
+
+def _decode(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+
+
 def _smtp_send(message: EmailMessage, settings: Settings) -> None:
-    """Send over SMTP, sorting failures into transient (retry) and permanent (do not)."""
+    """Send over SMTP, sorting failures into transient (retry), permanent, and maybe-sent."""
     try:
-        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout) as smtp:
+        smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout)
+    except (OSError, smtplib.SMTPException) as error:
+        raise TransientTaskError(f"SMTP server unreachable: {type(error).__name__}: {error}") from None
+    try:
+        try:
             if settings.smtp_use_tls:
                 smtp.starttls()
             if settings.smtp_user:
                 smtp.login(settings.smtp_user, settings.smtp_password)
+        except smtplib.SMTPResponseException as reply:
+            raise _refusal(reply.smtp_code, _decode(reply.smtp_error), "SMTP session") from None
+        except (OSError, smtplib.SMTPException) as error:
+            # STARTTLS or AUTH not offered, or the connection dropped before the message.
+            raise TransientTaskError(f"SMTP session failed: {type(error).__name__}: {error}") from None
+        try:
             smtp.send_message(message)
-    except smtplib.SMTPRecipientsRefused as refused:
-        codes = [code for code, _ in refused.recipients.values()]
-        detail = "; ".join(f"{code} {reply.decode(errors='replace')}" for code, reply in refused.recipients.values())
-        if all(code >= 500 for code in codes):
-            raise PermanentTaskError(f"recipient refused: {detail}") from None
-        raise TransientTaskError(f"recipient deferred: {detail}") from None
-    except smtplib.SMTPResponseException as reply:
-        error_text = reply.smtp_error
-        text = (
-            f"{reply.smtp_code} {error_text.decode(errors='replace') if isinstance(error_text, bytes) else error_text}"
-        )
-        if reply.smtp_code >= 500:
-            raise PermanentTaskError(f"SMTP server refused: {text}") from None
-        raise TransientTaskError(f"SMTP server deferred: {text}") from None
-    except (TimeoutError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as error:
-        raise TransientTaskError(f"SMTP server unreachable: {type(error).__name__}: {error}") from None
+        except smtplib.SMTPRecipientsRefused as refused:
+            replies = list(refused.recipients.values())
+            detail = "; ".join(f"{code} {_decode(text)}" for code, text in replies)
+            raise _refusal(min(code for code, _ in replies), detail, "recipient") from None
+        except smtplib.SMTPResponseException as reply:
+            # The server answered no: the message was not accepted.
+            raise _refusal(reply.smtp_code, _decode(reply.smtp_error), "SMTP server") from None
+        except (OSError, smtplib.SMTPException) as error:
+            raise MaybeSent(f"{type(error).__name__}: {error}") from None
+    finally:
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            smtp.quit()
 
 
 async def _claim(task_id: str, recipient: str, subject: str, message_id: str) -> DeliveryStatus | None:
@@ -120,14 +141,16 @@ async def _claim(task_id: str, recipient: str, subject: str, message_id: str) ->
         )
         if inserted is not None:
             return None
-        previous = await session.scalar(select(EmailDelivery.status).where(EmailDelivery.id == task_id))
-        if previous is DeliveryStatus.failed:
-            # A transient failure released it: this attempt may send.
-            await session.execute(
-                update(EmailDelivery).where(EmailDelivery.id == task_id).values(status=DeliveryStatus.sending)
-            )
+        # A failed attempt (known not sent) releases the delivery; one attempt takes it back.
+        retaken = await session.scalar(
+            update(EmailDelivery)
+            .where(EmailDelivery.id == task_id, EmailDelivery.status == DeliveryStatus.failed)
+            .values(status=DeliveryStatus.sending)
+            .returning(EmailDelivery.id)
+        )
+        if retaken is not None:
             return None
-        return previous
+        return await session.scalar(select(EmailDelivery.status).where(EmailDelivery.id == task_id))
 
 
 async def _settle(task_id: str, status: DeliveryStatus, error: str | None = None) -> None:
@@ -146,7 +169,7 @@ def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context
     previous = run_async(_claim(task_id, to_email, rendered.subject, message_id))
     if previous is DeliveryStatus.sent:
         logger.info("email for task %s was already sent; not sending again", task_id)
-        return {"to": to_email, "subject": rendered.subject, "sent": True, "duplicate": True}
+        return {"template": template, "sent": True, "duplicate": True}
     if previous is DeliveryStatus.sending:
         raise PermanentTaskError(
             "an earlier attempt stopped while handing the email to the SMTP server; "
@@ -164,6 +187,9 @@ def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context
             # Known not sent: a retry or a requeue may send it.
             run_async(_settle(task_id, DeliveryStatus.failed, str(error)))
             raise
+        except MaybeSent as error:
+            # The row stays "sending": no attempt will send it again.
+            raise PermanentTaskError(f"connection lost while the SMTP server took the message ({error})") from None
     run_async(_settle(task_id, DeliveryStatus.sent))
     logger.info("email %r sent to %s (task %s)", rendered.subject, to_email, task_id)
-    return {"to": to_email, "subject": rendered.subject, "sent": bool(settings.smtp_host)}
+    return {"template": template, "sent": bool(settings.smtp_host)}

@@ -50,9 +50,14 @@ def check_canary(
     else:
         report["consuming"] = True
 
+    last_sent = float(state.get("last_sent_at", sent_at or 0))
     due = sent_at is None or (not outstanding and now - sent_at >= CANARY_INTERVAL_SECONDS)
-    if due or waiting_for > timeout:
+    replace_lost = outstanding and now - last_sent > timeout
+    if due or replace_lost:
         canary_id = uuid.uuid4().hex
+        # A replacement for a lost canary keeps the first one's send time: the queue stays
+        # "not consuming" until a canary actually comes back. At most one per timeout.
+        first_sent = sent_at if replace_lost and sent_at is not None else now
+        redis.hset(key, mapping={"sent_id": canary_id, "sent_at": repr(first_sent), "last_sent_at": repr(now)})
         send(canary_id)
-        redis.hset(key, mapping={"sent_id": canary_id, "sent_at": repr(now)})
     return report

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from backend_app.core import rq_app
@@ -50,7 +51,11 @@ def _broker_report(settings: Settings) -> dict[str, Any]:
                     "celery",
                     queue,
                     lambda canary_id, q=queue: celery_app.send_task(
-                        "backend_app.core.celery_tasks.canary", args=[canary_id], queue=q, retry=False
+                        "backend_app.core.celery_tasks.canary",
+                        args=[canary_id],
+                        queue=q,
+                        retry=False,
+                        expires=settings.canary_timeout_seconds,
                     ),
                     timeout=settings.canary_timeout_seconds,
                 ),
@@ -70,7 +75,8 @@ def _broker_report(settings: Settings) -> dict[str, Any]:
                     timeout=settings.canary_timeout_seconds,
                 ),
             }
-    except (RedisError, OSError) as error:
+    except (RedisError, KombuError, OSError, KeyError) as error:
+        # KeyError: check_rq_health lost Redis half-way and returned no queue figures.
         report["redis"].update(reachable=False, error=type(error).__name__)
         return report
     report["workers"] = {

@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 from rq.exceptions import DuplicateJobError
 from sqlalchemy.engine import make_url
 
-from backend_app.core import rq_app
+# celery_tasks registers the task classes, so publishing can read their options (redacted_kwargs).
+from backend_app.core import celery_tasks, rq_app  # noqa: F401
 from backend_app.core.celery_app import celery_app
 from backend_app.core.config import Settings, get_settings, mask_url
 from backend_app.core.logging import configure_logging
@@ -33,7 +34,7 @@ from backend_app.core.read_replica import DatabaseRouter, init_database, is_conn
 from backend_app.outbox import repository as outbox_repository
 from backend_app.outbox.repository import NOTIFY_CHANNEL, ClaimedMessage
 from backend_app.tasks import repository as task_repository
-from backend_app.tasks.models import TaskBackend
+from backend_app.tasks.models import TaskBackend, TaskStatus
 
 logger = logging.getLogger("backend_app.outbox.relay")
 
@@ -45,8 +46,17 @@ def publish(message: ClaimedMessage) -> None:
     args = message.payload.get("args", [])
     kwargs = message.payload.get("kwargs", {})
     if message.backend is TaskBackend.celery:
+        # Task events (Flower, logs) show kwargsrepr instead of secrets such as reset tokens.
+        secret = getattr(celery_app.tasks.get(message.name), "redacted_kwargs", ())
+        shown = {key: "***" if key in secret else value for key, value in kwargs.items()}
         celery_app.send_task(
-            message.name, args=args, kwargs=kwargs, task_id=message.task_id, queue=message.queue, retry=False
+            message.name,
+            args=args,
+            kwargs=kwargs,
+            kwargsrepr=repr(shown),
+            task_id=message.task_id,
+            queue=message.queue,
+            retry=False,
         )
     else:
         with contextlib.suppress(DuplicateJobError):
@@ -88,6 +98,16 @@ class Relay:
                         delay,
                     )
                     break
+                except Exception as error:
+                    # This message can never be published (unknown queue, bad job id, ...):
+                    # fail its task visibly and go on, rather than block every message behind it.
+                    reason = f"could not publish: {type(error).__name__}: {error}"
+                    await outbox_repository.mark_sent(session, [message.message_id])
+                    await task_repository.finish(
+                        session, task_id=message.task_id, status=TaskStatus.failed, error=reason
+                    )
+                    logger.error("task %s (%s) %s", message.task_id, message.name, reason)
+                    continue
                 published.append(message)
                 self._broker_failures = 0
             if published:

@@ -14,6 +14,7 @@ The task exists if and only if the caller's transaction commits; the relay publi
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -24,6 +25,7 @@ from backend_app.core.rq_app import RQ_QUEUES
 from backend_app.outbox import repository as outbox_repository
 from backend_app.tasks.models import TaskBackend
 
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,100}")
 QUEUES_BY_BACKEND = {TaskBackend.celery: CELERY_QUEUES, TaskBackend.rq: RQ_QUEUES}
 
 
@@ -45,6 +47,9 @@ async def add(
     """
     if queue not in QUEUES_BY_BACKEND[backend]:
         raise ValueError(f"{queue!r} is not a {backend} queue")
+    if idempotency_key is not None and not TASK_ID_PATTERN.fullmatch(idempotency_key):
+        # RQ reads ':' in a job id as a separator; keep ids plain for both backends.
+        raise ValueError("idempotency_key must be 1-100 letters, digits, '-' or '_'")
     task_id = idempotency_key or str(uuid.uuid4())
     await outbox_repository.record_task(
         session,

@@ -89,8 +89,18 @@ async def finish(
     if error is not None:
         values["last_error"] = error[:MAX_ERROR_LENGTH]
     await session.execute(
-        update(TaskRecord).where(TaskRecord.id == task_id, TaskRecord.status != TaskStatus.cancelled).values(**values)
+        update(TaskRecord).where(TaskRecord.id == task_id, TaskRecord.status.in_(_moves_to(status))).values(**values)
     )
+
+
+def _moves_to(status: TaskStatus) -> list[TaskStatus]:
+    """The statuses a record may leave for `status`: never cancelled, never backwards."""
+    if status is TaskStatus.retrying:
+        # A late retry notice must not overwrite the retry that already started or finished.
+        return [TaskStatus.started]
+    if status is TaskStatus.succeeded:
+        return [s for s in TaskStatus if s is not TaskStatus.cancelled]
+    return [s for s in TaskStatus if s not in (TaskStatus.succeeded, TaskStatus.cancelled)]
 
 
 async def list_for_owner(session: AsyncSession, owner_id: int, *, limit: int, offset: int) -> list[TaskRecord]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from redis.exceptions import RedisError
 
 from backend_app.core import rq_app
-from backend_app.core.celery_app import CELERY_QUEUES, celery_app
+from backend_app.core.celery_app import CELERY_QUEUES
 from backend_app.core.read_replica import AsyncReadSession, AsyncWriteSession
 from backend_app.outbox import repository as outbox_repository
 from backend_app.tasks import repository
@@ -50,18 +50,10 @@ async def cancel(*, session: AsyncWriteSession, task_id: str, user: User) -> Tas
         raise TaskNotFound(task_id)
     if task.status not in CANCELLABLE:
         raise TaskConflict(f"The task is {task.status.value}; only a task that has not started can be cancelled.")
-    was_queued = task.status is not TaskStatus.pending
+    # The record is the source of truth: the relay drops a cancelled pending task and a
+    # worker skips a cancelled queued one, so no broker call is needed (or can fail) here.
     task.status = TaskStatus.cancelled
     task.finished_at = datetime.now(UTC)
-    if was_queued:
-        # Workers also skip a cancelled record, so a failed broker call here loses nothing.
-        try:
-            if task.backend is TaskBackend.celery:
-                celery_app.control.revoke(task.id)
-            else:
-                rq_app.cancel_job(task.id)
-        except (RedisError, OSError) as error:
-            logger.warning("could not cancel task %s in the broker: %s", task.id, type(error).__name__)
     await session.flush()
     await session.refresh(task)
     return task

@@ -17,11 +17,11 @@ from celery import Task
 from rq import get_current_job
 from rq.job import Job
 
-from backend_app.core.read_replica import get_database_router
+from backend_app.core.read_replica import get_database_router, is_connection_error
 from backend_app.core.worker_runtime import run_async
 from backend_app.tasks import repository
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
-from backend_app.tasks.models import TaskBackend, TaskStatus
+from backend_app.tasks.models import FINISHED_STATUSES, TaskBackend, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,18 @@ async def _finish(
 ) -> None:
     async with get_database_router().write_session() as session:
         await repository.finish(session, task_id=task_id, status=status, result=result, error=error)
-        if redact and status is TaskStatus.succeeded:
+        if redact and status in FINISHED_STATUSES:
             await repository.redact_kwargs(session, task_id=task_id, names=redact)
+
+
+def _record(task_id: str, status: TaskStatus, **details: Any) -> None:
+    """Write a status from a worker hook; a database outage is logged, never raised into Celery."""
+    try:
+        run_async(_finish(task_id, status, **details))
+    except Exception as error:
+        if not is_connection_error(error):
+            raise
+        logger.error("task %s: could not record %s (database unavailable: %s)", task_id, status.value, error)
 
 
 class TrackedTask(Task):
@@ -88,7 +98,14 @@ class TrackedTask(Task):
             return self.run(*args, **kwargs)
         queue = (self.request.delivery_info or {}).get("routing_key") or self.queue or "emails"
         payload = {"args": list(args), "kwargs": kwargs}
-        should_run = run_async(_start(task_id, TaskBackend.celery, queue, self.name, payload))
+        try:
+            should_run = run_async(_start(task_id, TaskBackend.celery, queue, self.name, payload))
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
+            # Without its record the task must not run; try again once the database is back.
+            logger.warning("task %s (%s): database unavailable at start; retrying", task_id, self.name)
+            raise self.retry(exc=TransientTaskError(describe(error)), countdown=5, max_retries=None) from None
         self.request.tracking_skipped = not should_run
         if not should_run:
             return None
@@ -96,17 +113,17 @@ class TrackedTask(Task):
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not getattr(self.request, "tracking_skipped", False):
-            run_async(_finish(task_id, TaskStatus.succeeded, result=small_result(retval), redact=self.redacted_kwargs))
+            _record(task_id, TaskStatus.succeeded, result=small_result(retval), redact=self.redacted_kwargs)
             logger.info("task %s (%s) succeeded", task_id, self.name)
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        run_async(_finish(task_id, TaskStatus.retrying, error=describe(exc)))
+        _record(task_id, TaskStatus.retrying, error=describe(exc))
         logger.warning("task %s (%s) will retry: %s", task_id, self.name, describe(exc))
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         exhausted = isinstance(exc, TransientTaskError) or self.request.retries >= (self.max_retries or 0)
         status = TaskStatus.dead if exhausted and not isinstance(exc, PermanentTaskError) else TaskStatus.failed
-        run_async(_finish(task_id, status, error=describe(exc)))
+        _record(task_id, status, error=describe(exc), redact=self.redacted_kwargs)
         logger.error("task %s (%s) %s: %s", task_id, self.name, status.value, describe(exc))
 
 
@@ -129,7 +146,7 @@ def tracked_job(func: Callable[P, R]) -> Callable[P, R]:
         except PermanentTaskError:
             job.retries_left = 0  # RQ retries any exception; this one must not be
             raise
-        run_async(_finish(job.id, TaskStatus.succeeded, result=small_result(result)))
+        _record(job.id, TaskStatus.succeeded, result=small_result(result))
         logger.info("job %s (%s) succeeded", job.id, job.func_name)
         return result
 
@@ -145,5 +162,5 @@ def rq_job_failed(job: Job, connection: Any, exc_type: type, exc_value: BaseExce
         status = TaskStatus.failed
     else:
         status = TaskStatus.dead
-    run_async(_finish(job.id, status, error=describe(exc_value)))
+    _record(job.id, status, error=describe(exc_value))
     logger.warning("job %s (%s) %s: %s", job.id, job.func_name, status.value, describe(exc_value))

@@ -32,6 +32,7 @@ def test_tasks_route_to_the_emails_queue() -> None:
 def test_beat_runs_the_cleanups() -> None:
     scheduled = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
     assert scheduled == {
+        "backend_app.core.celery_tasks.cleanup_old_notifications",
         "backend_app.core.celery_tasks.purge_delivered_outbox_messages",
         "backend_app.core.celery_tasks.purge_expired_task_records",
     }
