@@ -62,6 +62,9 @@ def test_replica_equal_to_primary_means_no_replica() -> None:
 
 def test_mask_url_hides_the_password() -> None:
     assert mask_url("postgresql+asyncpg://app:s3cret@db:5432/app") == "postgresql+asyncpg://app:***@db:5432/app"
+    assert mask_url("redis://cache:6379/0?password=s3cret") == "redis://cache:6379/0?password=***"
+    assert mask_url("redis://:s3cret@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert mask_url("postgresql://app:s3cret@db:notaport/app") == "<unparseable url>"
 
 
 def run_app_import(**environment: str) -> subprocess.CompletedProcess[str]:

@@ -135,3 +135,24 @@ async def test_two_relays_publish_each_row_once(
     ]
     assert sum(published) == 40, published
     assert query(stack, "SELECT count(*) FROM test_task_runs") == "40"
+
+
+async def test_an_unpublishable_row_fails_its_task_and_the_rest_still_flow(
+    probe_client: httpx.AsyncClient, stack: LocalStack, relay_process: Worker, rq_process: Worker
+) -> None:
+    # A row the relay can never publish (a queue that no longer exists), recorded before a good one.
+    query(
+        stack,
+        "WITH t AS (INSERT INTO task_records (id, backend, queue, name, payload, status)"
+        " VALUES ('orphan', 'rq', 'retired_queue', 'x.y', '{}', 'pending') RETURNING id)"
+        " INSERT INTO outbox_messages (task_id) SELECT id FROM t",
+    )
+    good = (await probe_client.post("/probe/tasks", json={"backend": "rq", "key": "after-orphan"})).json()
+
+    await wait_until(
+        lambda: query(stack, f"SELECT status FROM task_records WHERE id = '{good['task_id']}'") == "succeeded"
+    )
+
+    assert query(stack, "SELECT status FROM task_records WHERE id = 'orphan'") == "failed"
+    assert "could not publish: KeyError" in query(stack, "SELECT last_error FROM task_records WHERE id = 'orphan'")
+    assert query(stack, "SELECT count(*) FROM outbox_messages WHERE sent_at IS NULL") == "0"

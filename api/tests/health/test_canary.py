@@ -1,0 +1,31 @@
+"""Canary bookkeeping against a real Redis: a stalled queue stays reported until a canary returns."""
+
+from __future__ import annotations
+
+import time
+
+from backend_app.core.rq_app import get_redis
+from backend_app.devstack import LocalStack
+from backend_app.health.canary import check_canary, mark_canary_done
+
+
+def test_a_lost_canary_keeps_the_queue_not_consuming_until_one_comes_back(stack: LocalStack) -> None:
+    redis = get_redis()
+    sent: list[str] = []
+
+    first = check_canary(redis, "rq", "notifications", sent.append, timeout=0.2)
+    assert first["consuming"] is None
+    assert len(sent) == 1
+
+    time.sleep(0.3)
+    stalled = check_canary(redis, "rq", "notifications", sent.append, timeout=0.2)
+    again = check_canary(redis, "rq", "notifications", sent.append, timeout=0.2)
+
+    assert stalled["consuming"] is False
+    assert again["consuming"] is False, "a replacement canary must not make a stalled queue look healthy"
+    assert len(sent) == 2, "one replacement per timeout, not one per check"
+
+    mark_canary_done(redis, "rq", "notifications", sent[-1])
+    recovered = check_canary(redis, "rq", "notifications", sent.append, timeout=0.2)
+    assert recovered["consuming"] is True
+    assert recovered["last_round_trip_ms"] is not None
