@@ -17,6 +17,8 @@ from redis import Redis
 
 # How often a new canary is sent once the previous one came back.
 CANARY_INTERVAL_SECONDS = 5.0
+# A canary state untouched for this many timeouts is from an earlier run, not a stall.
+STALE_AFTER_TIMEOUTS = 10
 
 
 def canary_key(backend: str, queue: str) -> str:
@@ -37,7 +39,13 @@ def check_canary(
     now = time.time()
     sent_at = float(state["sent_at"]) if "sent_at" in state else None
     done_at = float(state["done_at"]) if "done_at" in state else None
+    last_sent = float(state.get("last_sent_at", sent_at or 0))
     outstanding = sent_at is not None and state.get("done_id") != state.get("sent_id")
+    if outstanding and now - last_sent > STALE_AFTER_TIMEOUTS * timeout:
+        # Nobody has checked for a long time (the service was stopped): start afresh
+        # instead of blaming the workers for a canary sent before they were started.
+        sent_at = done_at = None
+        outstanding = False
     waiting_for = now - sent_at if outstanding and sent_at is not None else 0.0
 
     report: dict[str, Any] = {"last_round_trip_ms": None, "waiting_seconds": round(waiting_for, 3)}
@@ -50,7 +58,6 @@ def check_canary(
     else:
         report["consuming"] = True
 
-    last_sent = float(state.get("last_sent_at", sent_at or 0))
     due = sent_at is None or (not outstanding and now - sent_at >= CANARY_INTERVAL_SECONDS)
     replace_lost = outstanding and now - last_sent > timeout
     if due or replace_lost:
@@ -58,6 +65,9 @@ def check_canary(
         # A replacement for a lost canary keeps the first one's send time: the queue stays
         # "not consuming" until a canary actually comes back. At most one per timeout.
         first_sent = sent_at if replace_lost and sent_at is not None else now
+        if sent_at is None:
+            # A fresh start: an earlier run's answer says nothing about these workers.
+            redis.hdel(key, "done_at", "done_id")
         redis.hset(key, mapping={"sent_id": canary_id, "sent_at": repr(first_sent), "last_sent_at": repr(now)})
         send(canary_id)
     return report

@@ -29,3 +29,24 @@ def test_a_lost_canary_keeps_the_queue_not_consuming_until_one_comes_back(stack:
     recovered = check_canary(redis, "rq", "notifications", sent.append, timeout=0.2)
     assert recovered["consuming"] is True
     assert recovered["last_round_trip_ms"] is not None
+
+
+def test_a_canary_left_from_an_earlier_run_is_not_blamed_on_todays_workers(stack: LocalStack) -> None:
+    redis = get_redis()
+    long_ago = repr(time.time() - 3600)
+    redis.hset(
+        "health:canary:celery:emails",
+        mapping={
+            "sent_id": "old",
+            "sent_at": long_ago,
+            "last_sent_at": long_ago,
+            "done_id": "older",
+            "done_at": long_ago,
+        },
+    )
+    sent: list[str] = []
+
+    report = check_canary(redis, "celery", "emails", sent.append, timeout=30)
+
+    assert report["consuming"] is None
+    assert len(sent) == 1
