@@ -84,6 +84,10 @@ def create_celery_app() -> Celery:
                 "task": "backend_app.core.celery_tasks.cleanup_old_notifications",
                 "schedule": crontab(hour=3, minute=30),
             },
+            "expire-stalled-tasks": {
+                "task": "backend_app.core.celery_tasks.expire_stalled_tasks",
+                "schedule": crontab(minute="*/10"),
+            },
             "purge-expired-task-records": {
                 "task": "backend_app.core.celery_tasks.purge_expired_task_records",
                 "schedule": crontab(minute=47),

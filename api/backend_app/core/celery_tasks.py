@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from celery.signals import celeryd_after_setup
 from sqlalchemy import text
 
-from backend_app.core.celery_app import EMAIL_QUEUE, celery_app
+from backend_app.core.celery_app import CELERY_QUEUES, EMAIL_QUEUE, celery_app
 from backend_app.core.config import get_settings
 from backend_app.core.read_replica import get_database_router
-from backend_app.core.rq_app import get_redis
+from backend_app.core.rq_app import QUEUE_CONFIG, get_redis
 from backend_app.core.worker_runtime import run_async
 from backend_app.emails.service import deliver
 from backend_app.health.canary import mark_canary_done
@@ -59,6 +59,26 @@ async def _purge_expired_task_records() -> int:
     cutoff = datetime.now(UTC) - timedelta(days=get_settings().task_record_retention_days)
     async with get_database_router().write_session() as session:
         return await task_repository.delete_finished_before(session, cutoff)
+
+
+async def _expire_stalled_tasks() -> list[str]:
+    settings = get_settings()
+    now = datetime.now(UTC)
+    # Twice the longest a task may run: past that, its worker is gone.
+    limits = {queue: settings.celery_task_time_limit for queue in CELERY_QUEUES}
+    limits.update({queue: config.job_timeout for queue, config in QUEUE_CONFIG.items()})
+    cutoffs = {queue: now - timedelta(seconds=2 * limit) for queue, limit in limits.items()}
+    async with get_database_router().write_session() as session:
+        return await task_repository.expire_stalled(session, started_before=cutoffs)
+
+
+@celery_app.task(**TASK_OPTIONS)
+def expire_stalled_tasks() -> dict[str, object]:
+    """Beat, every 10 minutes: tasks left `started` by a worker that died become `dead`."""
+    expired = run_async(_expire_stalled_tasks())
+    if expired:
+        logger.warning("marked %d stalled task(s) dead: %s", len(expired), ", ".join(expired[:20]))
+    return {"expired": len(expired)}
 
 
 @celery_app.task(**TASK_OPTIONS)

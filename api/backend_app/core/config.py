@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     celery_task_time_limit: int = Field(default=360, ge=1)
     task_max_retries: int = Field(default=5, ge=0, le=50)
     task_retry_backoff_max: int = Field(default=600, ge=1)
+    # Deliveries of one task before it is declared dead (retries and redeliveries together).
+    task_max_attempts: int = Field(default=10, ge=1, le=1000)
 
     # The outbox relay.
     outbox_poll_interval: float = Field(default=1.0, gt=0, le=60)

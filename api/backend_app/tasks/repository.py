@@ -103,6 +103,28 @@ def _moves_to(status: TaskStatus) -> list[TaskStatus]:
     return [s for s in TaskStatus if s not in (TaskStatus.succeeded, TaskStatus.cancelled)]
 
 
+async def expire_stalled(session: AsyncSession, *, started_before: dict[str, datetime]) -> list[str]:
+    """Mark dead the tasks of each queue still `started` since before its cut-off.
+
+    A worker killed outright (OOM, a lost machine) leaves its task `started` with nobody
+    left to record the end; RQ runs no callback for it on the last attempt.
+    """
+    expired: list[str] = []
+    for queue, cutoff in started_before.items():
+        rows = await session.scalars(
+            update(TaskRecord)
+            .where(TaskRecord.queue == queue, TaskRecord.status == TaskStatus.started, TaskRecord.started_at < cutoff)
+            .values(
+                status=TaskStatus.dead,
+                finished_at=func.now(),
+                last_error="the worker running it stopped answering; no result was recorded",
+            )
+            .returning(TaskRecord.id)
+        )
+        expired.extend(rows.all())
+    return expired
+
+
 async def list_for_owner(session: AsyncSession, owner_id: int, *, limit: int, offset: int) -> list[TaskRecord]:
     statement = (
         select(TaskRecord)

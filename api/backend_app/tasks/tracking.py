@@ -17,6 +17,7 @@ from celery import Task
 from rq import get_current_job
 from rq.job import Job
 
+from backend_app.core.config import get_settings
 from backend_app.core.read_replica import get_database_router, is_connection_error
 from backend_app.core.worker_runtime import run_async
 from backend_app.tasks import repository
@@ -54,6 +55,12 @@ async def _start(task_id: str, backend: TaskBackend, queue: str, name: str, payl
         )
     if record is None:
         logger.info("task %s (%s) already finished or cancelled; skipping this delivery", task_id, name)
+        return False
+    max_attempts = get_settings().task_max_attempts
+    if record.attempts > max_attempts:
+        # Redelivered again and again (its worker keeps dying): stop here, visibly.
+        await _finish(task_id, TaskStatus.dead, error=f"gave up after {max_attempts} attempts")
+        logger.error("task %s (%s) dead after %d attempts", task_id, name, max_attempts)
         return False
     logger.info("task %s (%s) started, attempt %d", task_id, name, record.attempts)
     return True

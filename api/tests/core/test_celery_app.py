@@ -33,6 +33,7 @@ def test_beat_runs_the_cleanups() -> None:
     scheduled = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
     assert scheduled == {
         "backend_app.core.celery_tasks.cleanup_old_notifications",
+        "backend_app.core.celery_tasks.expire_stalled_tasks",
         "backend_app.core.celery_tasks.purge_delivered_outbox_messages",
         "backend_app.core.celery_tasks.purge_expired_task_records",
     }

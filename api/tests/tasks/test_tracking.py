@@ -136,3 +136,40 @@ async def test_rq_work_horse_killed_mid_task_is_retried_and_the_effect_happens_o
     assert query(stack, "SELECT count(*) FROM test_task_effects") == "1"
     assert query(stack, f"SELECT count(*) FROM test_task_runs WHERE task_id = '{task_id}'") == "2"
     assert query(stack, f"SELECT attempts FROM task_records WHERE id = '{task_id}'") == "2"
+
+
+async def test_a_task_redelivered_past_the_attempt_limit_is_dead_not_run_again(
+    stack: LocalStack, celery_process: Worker
+) -> None:
+    from backend_app.core.celery_app import celery_app
+
+    # As if its worker had died ten times while running it.
+    query(
+        stack,
+        "INSERT INTO task_records (id, backend, queue, name, payload, status, attempts)"
+        " VALUES ('doomed-forever', 'celery', 'emails', 'tests.record_effect', '{}', 'started', 10)",
+    )
+    celery_app.send_task("tests.record_effect", kwargs={"key": "x"}, task_id="doomed-forever", queue="emails")
+
+    await wait_until(lambda: status_of(stack, "doomed-forever") == "dead", what="the attempt limit")
+    assert (
+        query(stack, "SELECT last_error FROM task_records WHERE id = 'doomed-forever'") == "gave up after 10 attempts"
+    )
+    assert query(stack, "SELECT count(*) FROM test_task_runs WHERE task_id = 'doomed-forever'") == "0"
+
+
+async def test_tasks_left_started_by_a_vanished_worker_are_swept_to_dead(app: object, stack: LocalStack) -> None:
+    from backend_app.core.celery_tasks import _expire_stalled_tasks
+
+    query(
+        stack,
+        "INSERT INTO task_records (id, backend, queue, name, payload, status, started_at) VALUES"
+        " ('stalled', 'rq', 'notifications', 'x.y', '{}', 'started', now() - interval '2 hours'),"
+        " ('running', 'rq', 'video_processing', 'x.y', '{}', 'started', now() - interval '40 minutes')",
+    )
+
+    expired = await _expire_stalled_tasks()
+
+    assert expired == ["stalled"]
+    assert status_of(stack, "stalled") == "dead"
+    assert status_of(stack, "running") == "started", "within twice its queue's 30 min timeout"
