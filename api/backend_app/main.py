@@ -13,8 +13,10 @@ from backend_app.core.config import Settings, get_settings
 from backend_app.core.errors import install_exception_handlers
 from backend_app.core.logging import configure_logging
 from backend_app.core.read_replica import close_database, init_database
+from backend_app.follows.router import router as follows_router
 from backend_app.health.router import router as health_router
 from backend_app.jobs.router import router as jobs_router
+from backend_app.notifications.router import router as notifications_router
 from backend_app.tasks.router import router as tasks_router
 from backend_app.users.router import router as users_router
 
@@ -39,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router)
     app.include_router(users_router)
     app.include_router(jobs_router)
+    app.include_router(follows_router)
+    app.include_router(notifications_router)
     app.include_router(tasks_router)
     return app
 

@@ -3,9 +3,24 @@
 from backend_app.auth.models import PasswordResetToken
 from backend_app.core.database import Base
 from backend_app.emails.models import EmailDelivery
+from backend_app.follows.models import Follow
 from backend_app.jobs.models import Application, Job
+from backend_app.notifications.models import Device, Notification, NotificationPreference
 from backend_app.outbox.models import OutboxMessage
 from backend_app.tasks.models import TaskRecord
 from backend_app.users.models import User
 
-__all__ = ["Application", "Base", "EmailDelivery", "Job", "OutboxMessage", "PasswordResetToken", "TaskRecord", "User"]
+__all__ = [
+    "Application",
+    "Base",
+    "Device",
+    "EmailDelivery",
+    "Follow",
+    "Job",
+    "Notification",
+    "NotificationPreference",
+    "OutboxMessage",
+    "PasswordResetToken",
+    "TaskRecord",
+    "User",
+]

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     # Read notifications older than this are deleted by the daily clean-up.
     notification_retention_days: int = Field(default=90, ge=1)
 
+    # Push notifications: "log" (development), "webhook" or "onesignal".
+    push_provider: Literal["log", "webhook", "onesignal"] = "log"
+    push_webhook_url: str = ""
+    push_webhook_secret: str = ""
+    onesignal_api_url: str = "https://onesignal.com/api/v1"
+    onesignal_app_id: str = ""
+    onesignal_api_key: str = ""
+    push_timeout: float = Field(default=10.0, gt=0, le=120)
+
     # Flower's dashboard login, "user:password" (several separated by commas). Flower reads
     # it itself; we check it here so production refuses to start Flower without one.
     flower_basic_auth: str = ""
@@ -162,6 +171,10 @@ class Settings(BaseSettings):
                 "TASK_RETRY_BACKOFF_MAX must be shorter than CELERY_VISIBILITY_TIMEOUT, or retried"
                 " tasks would be delivered twice"
             )
+        if self.push_provider == "webhook" and not self.push_webhook_url:
+            raise ValueError("PUSH_WEBHOOK_URL must be set when PUSH_PROVIDER=webhook")
+        if self.push_provider == "onesignal" and not (self.onesignal_app_id and self.onesignal_api_key):
+            raise ValueError("ONESIGNAL_APP_ID and ONESIGNAL_API_KEY must be set when PUSH_PROVIDER=onesignal")
         if self.environment is Environment.production and (
             not self.secret_key or self.secret_key == DEVELOPMENT_SECRET_KEY
         ):

@@ -1,11 +1,18 @@
-"""RQ job functions (queues notifications, analytics, video_processing). Thin, like celery_tasks."""
+"""RQ job functions (queues notifications, analytics, video_processing). Thin, like celery_tasks.
+
+Names and keyword arguments are a contract with existing callers, e.g.
+`enqueue_job("notifications", send_new_follower_notification_job, follower_id=1, ...)`.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rq import get_current_job
 
 from backend_app.core.rq_app import get_redis
 from backend_app.health.canary import mark_canary_done
+from backend_app.notifications.service import notify
 from backend_app.tasks.tracking import tracked_job
 
 
@@ -20,3 +27,68 @@ def canary_job(canary_id: str) -> None:
 def ping_job() -> str:
     """A tracked no-op: checks the whole path (outbox, relay, queue, worker, task record)."""
     return "pong"
+
+
+def _task_id() -> str | None:
+    job = get_current_job()
+    return job.id if job is not None else None
+
+
+@tracked_job
+def send_push_notification_job(
+    user_id: int, title: str, body: str, notification_type: str, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Store an in-app notification and push it to the user's devices (if they want pushes)."""
+    return notify(task_id=_task_id(), user_id=user_id, type=notification_type, title=title, body=body, data=data)
+
+
+@tracked_job
+def send_new_follower_notification_job(follower_id: int, follower_name: str, followed_user_id: int) -> dict[str, Any]:
+    return notify(
+        task_id=_task_id(),
+        user_id=followed_user_id,
+        type="follow",
+        title="New follower",
+        body=f"{follower_name} started following you",
+        data={"follower_id": follower_id},
+    )
+
+
+@tracked_job
+def send_new_like_notification_job(liker_id: int, liker_name: str, post_owner_id: int, post_id: int) -> dict[str, Any]:
+    return notify(
+        task_id=_task_id(),
+        user_id=post_owner_id,
+        type="like",
+        title="New like",
+        body=f"{liker_name} liked your post",
+        data={"liker_id": liker_id, "post_id": post_id},
+    )
+
+
+@tracked_job
+def send_new_comment_notification_job(
+    commenter_id: int, commenter_name: str, post_owner_id: int, post_id: int, comment_preview: str
+) -> dict[str, Any]:
+    return notify(
+        task_id=_task_id(),
+        user_id=post_owner_id,
+        type="comment",
+        title=f"{commenter_name} commented on your post",
+        body=comment_preview,
+        data={"commenter_id": commenter_id, "post_id": post_id},
+    )
+
+
+@tracked_job
+def send_new_message_notification_job(
+    sender_id: int, sender_name: str, receiver_id: int, message_preview: str
+) -> dict[str, Any]:
+    return notify(
+        task_id=_task_id(),
+        user_id=receiver_id,
+        type="message",
+        title=f"New message from {sender_name}",
+        body=message_preview,
+        data={"sender_id": sender_id},
+    )

@@ -1,0 +1,103 @@
+"""SQL for notifications, devices and preferences."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend_app.notifications.models import Device, Notification, NotificationPreference
+
+
+async def add_once(
+    session: AsyncSession, *, task_id: str | None, user_id: int, type: str, title: str, body: str, data: dict[str, Any]
+) -> tuple[int, bool]:
+    """Store the in-app notification once per task; returns (its id, already pushed)."""
+    statement = (
+        insert(Notification)
+        .values(task_id=task_id, user_id=user_id, type=type, title=title, body=body, data=data)
+        .on_conflict_do_nothing(index_elements=[Notification.task_id])
+        .returning(Notification.id)
+    )
+    new_id = (await session.execute(statement)).scalar_one_or_none()
+    if new_id is not None:
+        return new_id, False
+    existing = (
+        await session.execute(select(Notification.id, Notification.pushed_at).where(Notification.task_id == task_id))
+    ).one()
+    return existing.id, existing.pushed_at is not None
+
+
+async def mark_pushed(session: AsyncSession, notification_id: int) -> None:
+    await session.execute(update(Notification).where(Notification.id == notification_id).values(pushed_at=func.now()))
+
+
+async def wants_push(session: AsyncSession, user_id: int, type: str) -> bool:
+    preference = await session.get(NotificationPreference, (user_id, type))
+    return preference is None or preference.push
+
+
+async def devices_of(session: AsyncSession, user_id: int) -> list[Device]:
+    return list((await session.scalars(select(Device).where(Device.user_id == user_id))).all())
+
+
+async def remove_tokens(session: AsyncSession, tokens: set[str]) -> None:
+    if tokens:
+        await session.execute(delete(Device).where(Device.token.in_(tokens)))
+
+
+async def register_device(session: AsyncSession, *, user_id: int, token: str, platform: str) -> Device:
+    statement = (
+        insert(Device)
+        .values(user_id=user_id, token=token, platform=platform)
+        .on_conflict_do_update(index_elements=[Device.token], set_={"user_id": user_id, "platform": platform})
+        .returning(Device)
+    )
+    return (await session.execute(statement)).scalar_one()
+
+
+async def list_for_user(
+    session: AsyncSession, user_id: int, *, unread_only: bool, limit: int, offset: int
+) -> tuple[list[Notification], int]:
+    conditions = [Notification.user_id == user_id]
+    if unread_only:
+        conditions.append(Notification.read_at.is_(None))
+    total = await session.scalar(select(func.count()).select_from(Notification).where(*conditions)) or 0
+    rows = await session.scalars(
+        select(Notification)
+        .where(*conditions)
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows.all()), total
+
+
+async def mark_read(session: AsyncSession, user_id: int, notification_id: int | None = None) -> int:
+    statement = update(Notification).where(Notification.user_id == user_id, Notification.read_at.is_(None))
+    if notification_id is not None:
+        statement = statement.where(Notification.id == notification_id)
+    result = await session.execute(statement.values(read_at=func.now()))
+    return result.rowcount or 0
+
+
+async def get(session: AsyncSession, notification_id: int) -> Notification | None:
+    return await session.get(Notification, notification_id)
+
+
+async def set_preference(session: AsyncSession, *, user_id: int, type: str, push: bool, email: bool) -> None:
+    await session.execute(
+        insert(NotificationPreference)
+        .values(user_id=user_id, type=type, push=push, email=email)
+        .on_conflict_do_update(
+            index_elements=[NotificationPreference.user_id, NotificationPreference.type],
+            set_={"push": push, "email": email},
+        )
+    )
+
+
+async def preferences_of(session: AsyncSession, user_id: int) -> list[NotificationPreference]:
+    rows = await session.scalars(select(NotificationPreference).where(NotificationPreference.user_id == user_id))
+    return list(rows.all())

@@ -1,0 +1,230 @@
+"""Follow -> in-app notification and a push through the webhook provider, with real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend_app.core.config import get_settings
+from backend_app.devstack import LocalStack, free_port
+from backend_app.notifications.push import OneSignalProvider, Push, Target, WebhookProvider
+from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
+from tests.processes import BIN_DIR, Worker, relay, wait_until
+
+
+class PushReceiver(ThreadingHTTPServer):
+    """A local HTTP server speaking the webhook (and OneSignal) push formats."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.received: list[dict] = []
+        self.status_for: Callable[[dict], int] = lambda payload: 200
+        self.reply: dict = {"id": "ok"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: PushReceiver
+
+    def do_POST(self) -> None:
+        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        payload["_authorization"] = self.headers.get("Authorization")
+        self.server.received.append(payload)
+        body = json.dumps(self.server.reply).encode()
+        self.send_response(self.server.status_for(payload))
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushReceiver]:
+    server = PushReceiver(free_port())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("PUSH_PROVIDER", "webhook")
+    monkeypatch.setenv("PUSH_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/push")
+    monkeypatch.setenv("PUSH_WEBHOOK_SECRET", "hook-secret")
+    get_settings.cache_clear()
+    yield server
+    server.shutdown()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def notification_workers(receiver: PushReceiver, tmp_path: Path) -> Iterator[PushReceiver]:
+    workers = [
+        relay(tmp_path),
+        Worker(
+            "rq-fast",
+            [
+                str(BIN_DIR / "rq"),
+                "worker",
+                "notifications",
+                "--url",
+                os.environ["REDIS_URL"],
+                "--worker-class",
+                "backend_app.core.rq_worker.InProcessWorker",
+            ],
+            "Listening on",
+            tmp_path,
+        ),
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        yield receiver
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+async def sign_up(client: httpx.AsyncClient, username: str) -> tuple[int, dict[str, str]]:
+    password = "long-enough-pass-7"
+    registered = await client.post(
+        "/api/auth/register",
+        json={
+            "email": f"{username}@example.com",
+            "username": username,
+            "password": password,
+            "first_name": username.title(),
+            "last_name": "Tester",
+            "role": "job_seeker",
+        },
+    )
+    login = await client.post("/api/auth/login", json={"email": f"{username}@example.com", "password": password})
+    return registered.json()["id"], {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+async def test_follow_notifies_in_app_and_pushes_to_devices(
+    client: httpx.AsyncClient, stack: LocalStack, notification_workers: PushReceiver
+) -> None:
+    ada_id, ada = await sign_up(client, "ada")
+    _, bob = await sign_up(client, "bob")
+    notification_workers.status_for = lambda payload: 410 if payload["token"].startswith("dead-") else 200
+    assert (
+        await client.post("/api/devices", json={"token": "phone-token-1", "platform": "ios"}, headers=ada)
+    ).status_code == 201
+    await client.post("/api/devices", json={"token": "dead-token-22", "platform": "android"}, headers=ada)
+    stack.wait_for_replicas()
+
+    first = await client.post(f"/api/users/{ada_id}/follow", headers=bob)
+    again = await client.post(f"/api/users/{ada_id}/follow", headers=bob)
+    assert first.status_code == again.status_code == 204
+
+    await wait_until(lambda: len(notification_workers.received) == 2, what="two push attempts")
+    await wait_until(
+        lambda: stack.primary is not None and stack.primary.psql("SELECT count(*) FROM devices") == "1",
+        what="the invalid token to be removed",
+    )
+    stack.wait_for_replicas()
+    inbox = (await client.get("/api/notifications", headers=ada)).json()
+
+    assert inbox["total"] == 1, "following twice notifies once"
+    assert inbox["items"][0]["body"] == "Bob Tester started following you"
+    assert inbox["items"][0]["type"] == "follow"
+    pushed = {p["token"]: p for p in notification_workers.received}
+    assert pushed["phone-token-1"]["title"] == "New follower"
+    assert pushed["phone-token-1"]["_authorization"] == "Bearer hook-secret"
+    followers = (await client.get(f"/api/users/{ada_id}/followers", headers=ada)).json()
+    assert [u["username"] for u in followers["items"]] == ["bob"]
+
+
+async def test_push_preference_off_keeps_the_notification_in_app_only(
+    client: httpx.AsyncClient, stack: LocalStack, notification_workers: PushReceiver
+) -> None:
+    ada_id, ada = await sign_up(client, "ada")
+    _, bob = await sign_up(client, "bob")
+    await client.post("/api/devices", json={"token": "phone-token-1", "platform": "ios"}, headers=ada)
+    preference = await client.put("/api/notifications/preferences", json={"type": "follow", "push": False}, headers=ada)
+    assert preference.status_code == 200
+    stack.wait_for_replicas()
+
+    await client.post(f"/api/users/{ada_id}/follow", headers=bob)
+
+    assert stack.primary is not None
+    await wait_until(lambda: stack.primary.psql("SELECT count(*) FROM notifications") == "1", what="the notification")
+    assert notification_workers.received == []
+
+
+async def test_read_one_read_all_and_the_unread_filter(client: httpx.AsyncClient, stack: LocalStack) -> None:
+    ada_id, ada = await sign_up(client, "ada")
+    _, bob = await sign_up(client, "bob")
+    assert stack.primary is not None
+    stack.primary.psql(
+        "INSERT INTO notifications (user_id, type, title, body) VALUES"
+        f" ({ada_id}, 'system', 'One', 'first'), ({ada_id}, 'system', 'Two', 'second')"
+    )
+    stack.wait_for_replicas()
+    first_id = (await client.get("/api/notifications", headers=ada)).json()["items"][-1]["id"]
+
+    not_mine = await client.post(f"/api/notifications/{first_id}/read", headers=bob)
+    read = await client.post(f"/api/notifications/{first_id}/read", headers=ada)
+    stack.wait_for_replicas()
+    unread = (await client.get("/api/notifications", params={"unread": True}, headers=ada)).json()
+    all_read = await client.post("/api/notifications/read-all", headers=ada)
+
+    assert not_mine.status_code == 404
+    assert read.json()["read_at"] is not None
+    assert [n["title"] for n in unread["items"]] == ["Two"]
+    assert all_read.json() == {"marked_read": 1}
+
+
+async def test_follow_rules(client: httpx.AsyncClient, stack: LocalStack) -> None:
+    ada_id, ada = await sign_up(client, "ada")
+    stack.wait_for_replicas()
+
+    myself = await client.post(f"/api/users/{ada_id}/follow", headers=ada)
+    nobody = await client.post("/api/users/999999/follow", headers=ada)
+    anonymous = await client.post(f"/api/users/{ada_id}/follow")
+
+    assert myself.status_code == 400
+    assert myself.json() == {"detail": "You cannot follow yourself."}
+    assert nobody.status_code == 404
+    assert anonymous.status_code == 401
+
+
+def test_webhook_provider_sorts_answers(receiver: PushReceiver) -> None:
+    settings = get_settings()
+    targets = [Target("good-token-1", "web")]
+    with httpx.Client(timeout=5) as client:
+        provider = WebhookProvider(settings, client)
+        receiver.status_for = lambda payload: 503
+        with pytest.raises(TransientTaskError, match="503"):
+            provider.send(targets, Push("t", "b"))
+        receiver.status_for = lambda payload: 400
+        with pytest.raises(PermanentTaskError, match="400"):
+            provider.send(targets, Push("t", "b"))
+        receiver.status_for = lambda payload: 404
+        assert provider.send(targets, Push("t", "b")) == {"good-token-1"}
+
+
+def test_onesignal_provider_reports_invalid_player_ids(receiver: PushReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSH_PROVIDER", "onesignal")
+    monkeypatch.setenv("ONESIGNAL_API_URL", f"http://127.0.0.1:{receiver.server_port}/api/v1")
+    monkeypatch.setenv("ONESIGNAL_APP_ID", "app-123")
+    monkeypatch.setenv("ONESIGNAL_API_KEY", "rest-key")
+    get_settings.cache_clear()
+    receiver.reply = {"id": "n1", "errors": {"invalid_player_ids": ["gone-player"]}}
+
+    with httpx.Client(timeout=5) as client:
+        invalid = OneSignalProvider(get_settings(), client).send(
+            [Target("live-player", "ios"), Target("gone-player", "android")], Push("Hi", "There", {"k": "v"})
+        )
+
+    assert invalid == {"gone-player"}
+    [request] = receiver.received
+    assert request["app_id"] == "app-123"
+    assert request["include_player_ids"] == ["live-player", "gone-player"]
+    assert request["headings"] == {"en": "Hi"}
+    assert request["_authorization"] == "Basic rest-key"
