@@ -16,7 +16,9 @@ from backend_app.core.read_replica import close_database, init_database
 from backend_app.follows.router import router as follows_router
 from backend_app.health.router import router as health_router
 from backend_app.jobs.router import router as jobs_router
+from backend_app.messages.router import router as messages_router
 from backend_app.notifications.router import router as notifications_router
+from backend_app.posts.router import router as posts_router
 from backend_app.tasks.router import router as tasks_router
 from backend_app.users.router import router as users_router
 
@@ -43,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(follows_router)
     app.include_router(notifications_router)
+    app.include_router(posts_router)
+    app.include_router(messages_router)
     app.include_router(tasks_router)
     return app
 

@@ -39,6 +39,11 @@ async def wants_push(session: AsyncSession, user_id: int, type: str) -> bool:
     return preference is None or preference.push
 
 
+async def wants_email(session: AsyncSession, user_id: int, type: str) -> bool:
+    preference = await session.get(NotificationPreference, (user_id, type))
+    return preference is None or preference.email
+
+
 async def devices_of(session: AsyncSession, user_id: int) -> list[Device]:
     return list((await session.scalars(select(Device).where(Device.user_id == user_id))).all())
 

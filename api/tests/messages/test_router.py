@@ -1,0 +1,70 @@
+"""Direct messages: threads, conversations, read state, and the push + email they record."""
+
+from __future__ import annotations
+
+import httpx
+
+from backend_app.devstack import LocalStack
+from tests.accounts import sign_up
+
+
+async def test_send_records_push_and_email_and_threads_list_the_latest(
+    client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    ada_id, ada = await sign_up(client, "ada")
+    bob_id, bob = await sign_up(client, "bob")
+    eve_id, eve = await sign_up(client, "eve")
+
+    sent = await client.post("/api/messages", json={"recipient_id": bob_id, "body": "Hi Bob"}, headers=ada)
+    await client.post("/api/messages", json={"recipient_id": ada_id, "body": "Hi Ada"}, headers=bob)
+    await client.post("/api/messages", json={"recipient_id": bob_id, "body": "Are you there?"}, headers=ada)
+    await client.post("/api/messages", json={"recipient_id": bob_id, "body": "Eve here"}, headers=eve)
+    stack.wait_for_replicas()
+    threads = (await client.get("/api/messages", headers=bob)).json()
+
+    assert sent.status_code == 201
+    assert threads["total"] == 2
+    by_other = {t["other_user_id"]: t for t in threads["items"]}
+    assert by_other[ada_id]["latest"]["body"] == "Are you there?"
+    assert by_other[ada_id]["unread"] == 2
+    assert by_other[eve_id]["unread"] == 1
+    assert stack.primary is not None
+    names = stack.primary.psql("SELECT string_agg(DISTINCT name, ',') FROM task_records")
+    assert "send_new_message_notification_job" in names
+    assert "send_message_notification_email" in names
+
+
+async def test_opening_a_conversation_marks_it_read(client: httpx.AsyncClient, stack: LocalStack) -> None:
+    ada_id, ada = await sign_up(client, "ada")
+    bob_id, bob = await sign_up(client, "bob")
+    await client.post("/api/messages", json={"recipient_id": bob_id, "body": "One"}, headers=ada)
+    await client.post("/api/messages", json={"recipient_id": bob_id, "body": "Two"}, headers=ada)
+
+    conversation = (await client.get(f"/api/messages/{ada_id}", headers=bob)).json()
+    stack.wait_for_replicas()
+    threads = (await client.get("/api/messages", headers=bob)).json()
+
+    assert [m["body"] for m in conversation["items"]] == ["Two", "One"]
+    assert threads["items"][0]["unread"] == 0
+
+
+async def test_email_preference_off_records_no_message_email(client: httpx.AsyncClient, stack: LocalStack) -> None:
+    _, ada = await sign_up(client, "ada")
+    bob_id, bob = await sign_up(client, "bob")
+    await client.put("/api/notifications/preferences", json={"type": "message", "email": False}, headers=bob)
+
+    await client.post("/api/messages", json={"recipient_id": bob_id, "body": "Quiet please"}, headers=ada)
+
+    assert stack.primary is not None
+    assert stack.primary.psql("SELECT count(*) FROM task_records WHERE name LIKE '%message_notification_email'") == "0"
+
+
+async def test_bad_recipients_are_422(client: httpx.AsyncClient) -> None:
+    ada_id, ada = await sign_up(client, "ada")
+
+    to_self = await client.post("/api/messages", json={"recipient_id": ada_id, "body": "me"}, headers=ada)
+    to_nobody = await client.post("/api/messages", json={"recipient_id": 999999, "body": "hello"}, headers=ada)
+
+    assert to_self.status_code == 422
+    assert to_self.json() == {"detail": "You cannot message yourself."}
+    assert to_nobody.json() == {"detail": "No such recipient."}
