@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from backend_app.analytics.router import router as analytics_router
 from backend_app.auth.router import router as auth_router
 from backend_app.core.config import Settings, get_settings
 from backend_app.core.errors import install_exception_handlers
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(notifications_router)
     app.include_router(posts_router)
     app.include_router(messages_router)
+    app.include_router(analytics_router)
     app.include_router(tasks_router)
     return app
 

@@ -1,5 +1,6 @@
 """Every model, imported once so Base.metadata is complete (Alembic and the tests use this)."""
 
+from backend_app.analytics.models import AnalyticsEvent, UserStats
 from backend_app.auth.models import PasswordResetToken
 from backend_app.core.database import Base
 from backend_app.emails.models import EmailDelivery
@@ -13,6 +14,7 @@ from backend_app.tasks.models import TaskRecord
 from backend_app.users.models import User
 
 __all__ = [
+    "AnalyticsEvent",
     "Application",
     "Base",
     "Comment",
@@ -29,4 +31,5 @@ __all__ = [
     "PostLike",
     "TaskRecord",
     "User",
+    "UserStats",
 ]

@@ -44,6 +44,16 @@ async def get_current_user(
     return user
 
 
+async def get_optional_user(
+    session: ReadSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User | None:
+    """The signed-in user, or None for an anonymous caller (a bad token is still a 401)."""
+    if credentials is None:
+        return None
+    return await get_current_user(session, credentials)
+
+
 async def get_current_admin(user: Annotated[User, Depends(get_current_user)]) -> User:
     if not user.is_admin:
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="Administrators only.")
@@ -52,3 +62,4 @@ async def get_current_admin(user: Annotated[User, Depends(get_current_user)]) ->
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 CurrentAdmin = Annotated[User, Depends(get_current_admin)]
+OptionalUser = Annotated[User | None, Depends(get_optional_user)]

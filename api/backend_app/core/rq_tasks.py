@@ -6,10 +6,13 @@ Names and keyword arguments are a contract with existing callers, e.g.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from rq import get_current_job
 
+from backend_app.analytics import service as analytics
+from backend_app.analytics.buffer import new_event
 from backend_app.core.rq_app import get_redis
 from backend_app.health.canary import mark_canary_done
 from backend_app.notifications.service import notify
@@ -92,3 +95,24 @@ def send_new_message_notification_job(
         body=message_preview,
         data={"sender_id": sender_id},
     )
+
+
+@tracked_job
+def track_user_event_job(user_id: int, event_type: str, event_data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One event, stored now (the API buffers high-volume events instead)."""
+    job_id = _task_id()
+    # A redelivered job has the same id, so the same event id: stored once.
+    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"rq-job:{job_id}")) if job_id else None
+    event = new_event(event_type, user_id=user_id, data=event_data, event_id=event_id)
+    return {"stored": analytics.store_one(event)}
+
+
+@tracked_job
+def aggregate_user_stats_job(user_id: int) -> dict[str, int]:
+    """Followers, following, posts, applications sent/received and job views, stored."""
+    return analytics.aggregate_user(user_id)
+
+
+def flush_analytics_events_job() -> dict[str, int]:
+    """Drain the analytics buffer into PostgreSQL. Untracked: it runs every second or so."""
+    return {"stored": analytics.flush()}

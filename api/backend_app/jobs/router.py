@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from backend_app.auth.dependencies import CurrentUser
+from backend_app.analytics import service as analytics
+from backend_app.analytics.buffer import new_event
+from backend_app.auth.dependencies import CurrentUser, OptionalUser
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.jobs import repository, service
 from backend_app.jobs.dependencies import ValidJob, ValidJobForUpdate
@@ -61,7 +63,9 @@ async def list_jobs(
 
 
 @router.get("/api/jobs/{job_id}", response_model=JobOut)
-async def get_job(job: ValidJob) -> JobOut:
+async def get_job(job: ValidJob, user: OptionalUser) -> JobOut:
+    if user is not None:
+        await analytics.record_server_event(new_event("job_view", user_id=user.id, subject_id=job.id))
     return JobOut.model_validate(job)
 
 

@@ -1,0 +1,83 @@
+"""The analytics event buffer: a Redis list the API appends to and the analytics worker drains.
+
+One event per RQ job is the wrong shape for page views (a stock RQ worker runs about ten
+jobs a second here). The API appends events to `analytics:events` (one RPUSH per request)
+and makes sure a flush job is queued at most every FLUSH_EVERY_SECONDS; the flush job
+atomically renames the list to a private key, writes the whole batch to PostgreSQL in one
+statement, and deletes the key. A flush that dies leaves its key behind; the next flush
+writes it (event ids make the second write harmless).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import ResponseError
+
+logger = logging.getLogger(__name__)
+
+EVENTS_KEY = "analytics:events"
+PROCESSING_PREFIX = "analytics:events:processing:"
+FLUSH_FLAG_KEY = "analytics:flush-queued"
+FLUSH_EVERY_SECONDS = 1
+
+
+def new_event(
+    event_type: str,
+    *,
+    user_id: int | None,
+    data: dict[str, Any] | None = None,
+    subject_id: int | None = None,
+    occurred_at: datetime | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": event_type,
+        "user_id": user_id,
+        "subject_id": subject_id,
+        "data": data or {},
+        "occurred_at": (occurred_at or datetime.now(UTC)).isoformat(),
+    }
+
+
+def append(redis: Redis, events: list[dict[str, Any]], queue_flush: Callable[[], None]) -> None:
+    """Buffer events (raises RedisError when Redis is down) and queue a flush when due."""
+    with redis.pipeline(transaction=False) as pipeline:
+        pipeline.rpush(EVENTS_KEY, *(json.dumps(event) for event in events))
+        pipeline.set(FLUSH_FLAG_KEY, "1", nx=True, ex=FLUSH_EVERY_SECONDS)
+        _, flush_due = pipeline.execute()
+    if flush_due:
+        queue_flush()
+
+
+def drain(redis: Redis, store: Callable[[list[dict[str, Any]]], int], *, max_seconds: float = 5.0) -> int:
+    """Move buffered events to PostgreSQL through `store`; returns how many were stored."""
+    stored = 0
+    for leftover in redis.scan_iter(match=f"{PROCESSING_PREFIX}*"):
+        stored += _store_key(redis, leftover, store)
+    deadline = time.monotonic() + max_seconds
+    while time.monotonic() < deadline:
+        key = f"{PROCESSING_PREFIX}{uuid.uuid4().hex}"
+        try:
+            redis.rename(EVENTS_KEY, key)
+        except ResponseError:
+            break  # nothing buffered
+        stored += _store_key(redis, key, store)
+    return stored
+
+
+def _store_key(redis: Redis, key: bytes | str, store: Callable[[list[dict[str, Any]]], int]) -> int:
+    events = [json.loads(raw) for raw in redis.lrange(key, 0, -1)]
+    for event in events:
+        event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
+    stored = store(events)
+    redis.delete(key)
+    return stored

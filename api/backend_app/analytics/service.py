@@ -1,0 +1,77 @@
+"""Analytics: accepting events cheaply, storing them in batches, computing figures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from backend_app.analytics import buffer, repository
+from backend_app.core import rq_app
+from backend_app.core.read_replica import AsyncWriteSession, get_database_router
+from backend_app.core.worker_runtime import run_async
+
+logger = logging.getLogger(__name__)
+
+FLUSH_JOB = "backend_app.core.rq_tasks.flush_analytics_events_job"
+
+
+def _queue_flush() -> None:
+    rq_app.publish("analytics", FLUSH_JOB)
+
+
+def buffer_events(events: list[dict[str, Any]]) -> None:
+    """Append to the Redis buffer (blocking; call it from a thread). Raises RedisError."""
+    buffer.append(rq_app.get_redis(), events, _queue_flush)
+
+
+async def accept(*, session: AsyncWriteSession, events: list[dict[str, Any]]) -> str:
+    """Take client events: into the buffer, or straight into PostgreSQL while Redis is down."""
+    try:
+        await asyncio.to_thread(buffer_events, events)
+        return "buffered"
+    except RedisError as error:
+        logger.warning(
+            "analytics buffer unavailable (%s); writing %d event(s) directly", type(error).__name__, len(events)
+        )
+    for event in events:
+        event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
+    await repository.insert_batch(session, events)
+    return "stored"
+
+
+async def record_server_event(event: dict[str, Any]) -> None:
+    """A server-side event (a job view) from a read request: buffered, never failing the request."""
+    try:
+        await asyncio.to_thread(buffer_events, [event])
+    except RedisError as error:
+        logger.warning("analytics event %s dropped: buffer unavailable (%s)", event["event_type"], type(error).__name__)
+
+
+async def _store(events: list[dict[str, Any]]) -> int:
+    async with get_database_router().write_session() as session:
+        return await repository.insert_batch(session, events)
+
+
+def flush() -> int:
+    """Worker side: drain the buffer into PostgreSQL in batches."""
+    return buffer.drain(rq_app.get_redis(), lambda events: run_async(_store(events)))
+
+
+async def _aggregate(user_id: int) -> dict[str, int]:
+    async with get_database_router().write_session() as session:
+        figures = await repository.compute_user_stats(session, user_id)
+        await repository.store_user_stats(session, user_id, figures)
+    return figures
+
+
+def aggregate_user(user_id: int) -> dict[str, int]:
+    return run_async(_aggregate(user_id))
+
+
+def store_one(event: dict[str, Any]) -> int:
+    event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
+    return run_async(_store([event]))
