@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from backend_app.analytics.router import router as analytics_router
 from backend_app.auth.router import router as auth_router
@@ -22,6 +24,7 @@ from backend_app.notifications.router import router as notifications_router
 from backend_app.posts.router import router as posts_router
 from backend_app.tasks.router import router as tasks_router
 from backend_app.users.router import router as users_router
+from backend_app.videos.router import router as videos_router
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(posts_router)
     app.include_router(messages_router)
     app.include_router(analytics_router)
+    app.include_router(videos_router)
+    # Processed videos and thumbnails, when no CDN_URL serves them.
+    app.mount("/media", StaticFiles(directory=Path(settings.media_root).resolve(), check_dir=False), name="media")
     app.include_router(tasks_router)
     return app
 

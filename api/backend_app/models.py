@@ -12,6 +12,7 @@ from backend_app.outbox.models import OutboxMessage
 from backend_app.posts.models import Comment, Post, PostLike
 from backend_app.tasks.models import TaskRecord
 from backend_app.users.models import User
+from backend_app.videos.models import Video
 
 __all__ = [
     "AnalyticsEvent",
@@ -32,4 +33,5 @@ __all__ = [
     "TaskRecord",
     "User",
     "UserStats",
+    "Video",
 ]

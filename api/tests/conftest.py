@@ -64,6 +64,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise
     os.environ.update(_stack.environment())
     os.environ.update(TEST_SETTINGS)
+    os.environ["MEDIA_ROOT"] = str(_stack.root / "media")
     get_settings.cache_clear()
     run_migrations(dict(os.environ))
 

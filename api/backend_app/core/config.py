@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     base_url: str = "http://localhost:8000"
     cdn_url: str = ""
     media_root: str = "media"
+    video_max_upload_bytes: int = Field(default=500 * 1024 * 1024, ge=1024)
 
     database_url: str = "postgresql+asyncpg://postgres:postgres@localhost:5432/jobplatform"
     # One replica URL or several separated by commas; empty or equal to the primary: no replica.

@@ -17,6 +17,7 @@ from backend_app.core.rq_app import get_redis
 from backend_app.health.canary import mark_canary_done
 from backend_app.notifications.service import notify
 from backend_app.tasks.tracking import tracked_job
+from backend_app.videos import service as videos
 
 
 def canary_job(canary_id: str) -> None:
@@ -116,3 +117,19 @@ def aggregate_user_stats_job(user_id: int) -> dict[str, int]:
 def flush_analytics_events_job() -> dict[str, int]:
     """Drain the analytics buffer into PostgreSQL. Untracked: it runs every second or so."""
     return {"stored": analytics.flush()}
+
+
+@tracked_job
+def process_video_job(
+    video_id: int, video_path: str, user_id: int, processing_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Transcode to the asked renditions (default 720p and 480p, never upscaling) and thumbnail.
+
+    `video_path` is relative to MEDIA_ROOT. Progress shows in GET /api/videos/{id}.
+    """
+    return videos.process(video_id=video_id, video_path=video_path, options=processing_options)
+
+
+@tracked_job
+def generate_video_thumbnail_job(video_id: int, video_path: str, timestamp: str = "00:00:01.000") -> dict[str, Any]:
+    return videos.make_thumbnail(video_id=video_id, video_path=video_path, timestamp=timestamp)

@@ -1,0 +1,196 @@
+"""Video upload and processing with real FFmpeg (PyAV), a real relay and RQ worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import httpx
+import pytest
+
+from backend_app.core.config import get_settings
+from backend_app.devstack import LocalStack
+from tests.accounts import sign_up
+from tests.processes import BIN_DIR, Worker, relay
+from tests.videos.clips import make_clip
+
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", "media"))
+
+
+@pytest.fixture
+def video_workers(tmp_path: Path) -> Iterator[None]:
+    workers = [
+        relay(tmp_path),
+        Worker(
+            "rq-video",
+            [
+                str(BIN_DIR / "rq"),
+                "worker",
+                "video_processing",
+                "--url",
+                os.environ["REDIS_URL"],
+                "--worker-class",
+                "backend_app.core.rq_worker.PreloadedWorker",
+            ],
+            "Listening on",
+            tmp_path,
+        ),
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        yield
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    return make_clip(tmp_path / "holiday.mp4", width=854, height=480, seconds=2)
+
+
+def uploads() -> set[Path]:
+    return set((MEDIA_ROOT / "uploads").glob("*"))
+
+
+async def wait_for_status(client: httpx.AsyncClient, video_id: int, headers: dict, wanted: str) -> dict:
+    deadline = time.monotonic() + 90
+    while True:
+        body = (await client.get(f"/api/videos/{video_id}", headers=headers)).json()
+        if body.get("status") == wanted:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"video {video_id} never became {wanted}: {body}")
+        await asyncio.sleep(0.2)
+
+
+async def test_upload_transcodes_without_upscaling_and_makes_a_thumbnail(
+    client: httpx.AsyncClient, stack: LocalStack, clip: Path, video_workers: None
+) -> None:
+    _, ada = await sign_up(client, "ada")
+
+    with clip.open("rb") as file:
+        response = await client.post(
+            "/api/videos/upload", files={"file": ("../../etc/holiday.mp4", file, "video/mp4")}, headers=ada
+        )
+
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["status"] == "uploaded"
+    video = await wait_for_status(client, accepted["video_id"], ada, "ready")
+    assert video["progress"] == 100
+    assert video["original_filename"] == "holiday.mp4"
+    assert (video["width"], video["height"]) == (854, 480)
+    assert [r["quality"] for r in video["renditions"]] == ["480p"], "720p would be an upscale"
+    rendition = video["renditions"][0]
+    assert rendition["url"] == f"http://localhost:8000/media/{rendition['path']}"
+    path = MEDIA_ROOT / rendition["path"]
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.audio[0].codec_context.name == "aac"
+        assert (container.streams.video[0].width, container.streams.video[0].height) == (854, 480)
+    head = path.read_bytes()[:4096]
+    assert b"moov" in head, "faststart puts the index before the media data"
+    assert video["thumbnail_url"].endswith("/thumbnail.jpg")
+    assert (MEDIA_ROOT / "videos" / str(video["id"]) / "thumbnail.jpg").read_bytes()[:2] == b"\xff\xd8"
+    served = await client.get(f"/media/{rendition['path']}")
+    assert served.status_code == 200
+    assert served.content == path.read_bytes()
+    assert stack.primary is not None
+    assert stack.primary.psql(f"SELECT status FROM task_records WHERE id = '{accepted['task_id']}'") == "succeeded"
+
+
+async def test_broken_input_ends_failed_with_the_reason(
+    client: httpx.AsyncClient, stack: LocalStack, clip: Path, tmp_path: Path
+) -> None:
+    _, ada = await sign_up(client, "ada")
+    with clip.open("rb") as file:
+        accepted = (await client.post("/api/videos/upload", files={"file": ("a.mp4", file)}, headers=ada)).json()
+    assert stack.primary is not None
+    stored = MEDIA_ROOT / stack.primary.psql(f"SELECT stored_path FROM videos WHERE id = {accepted['video_id']}")
+    stored.write_bytes(b"this is no longer a video")  # broken after the upload was accepted
+
+    workers = [
+        relay(tmp_path),
+        Worker(
+            "rq-video",
+            [str(BIN_DIR / "rq"), "worker", "video_processing", "--url", os.environ["REDIS_URL"]],
+            "Listening on",
+            tmp_path,
+        ),
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        video = await wait_for_status(client, accepted["video_id"], ada, "failed")
+    finally:
+        for worker in workers:
+            worker.stop()
+
+    assert video["error"].startswith("not a readable video")
+    assert stack.primary.psql(f"SELECT status FROM task_records WHERE id = '{accepted['task_id']}'") == "failed"
+
+
+async def test_not_a_video_is_415_and_nothing_is_kept(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    _, ada = await sign_up(client, "ada")
+    before = uploads()
+
+    response = await client.post(
+        "/api/videos/upload", files={"file": ("notes.mp4", b"plain text pretending", "video/mp4")}, headers=ada
+    )
+
+    assert response.status_code == 415
+    assert response.json()["detail"].startswith("Not a video")
+    assert uploads() == before
+
+
+async def test_empty_and_missing_files_are_422(client: httpx.AsyncClient) -> None:
+    _, ada = await sign_up(client, "ada")
+    before = uploads()
+
+    empty = await client.post("/api/videos/upload", files={"file": ("empty.mp4", b"")}, headers=ada)
+    missing = await client.post("/api/videos/upload", files={"other": ("x.txt", b"abc")}, headers=ada)
+    bad_quality = await client.post(
+        "/api/videos/upload", files={"file": ("a.mp4", b"abc")}, data={"quality": "4k"}, headers=ada
+    )
+
+    assert empty.status_code == 422
+    assert empty.json() == {"detail": "The uploaded file is empty."}
+    assert missing.status_code == 422
+    assert bad_quality.status_code == 422
+    assert uploads() == before
+
+
+async def test_too_big_is_413_while_streaming_and_nothing_is_kept(
+    client: httpx.AsyncClient, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, ada = await sign_up(client, "ada")
+    before = uploads()
+    monkeypatch.setenv("VIDEO_MAX_UPLOAD_BYTES", "4096")
+    get_settings.cache_clear()
+    try:
+        with clip.open("rb") as file:
+            response = await client.post("/api/videos/upload", files={"file": ("big.mp4", file)}, headers=ada)
+    finally:
+        monkeypatch.delenv("VIDEO_MAX_UPLOAD_BYTES")
+        get_settings.cache_clear()
+
+    assert response.status_code == 413
+    assert "4096 byte limit" in response.json()["detail"]
+    assert uploads() == before
+
+
+async def test_someone_elses_video_is_404(client: httpx.AsyncClient, clip: Path, stack: LocalStack) -> None:
+    _, ada = await sign_up(client, "ada")
+    _, bob = await sign_up(client, "bob")
+    with clip.open("rb") as file:
+        accepted = (await client.post("/api/videos/upload", files={"file": ("a.mp4", file)}, headers=ada)).json()
+    stack.wait_for_replicas()
+
+    assert (await client.get(f"/api/videos/{accepted['video_id']}", headers=bob)).status_code == 404
+    assert (await client.get(f"/api/videos/{accepted['video_id']}", headers=ada)).status_code == 200
