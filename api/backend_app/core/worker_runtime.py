@@ -41,3 +41,13 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
         _loop = asyncio.new_event_loop()
     read_replica.init_database()
     return _loop.run_until_complete(coroutine)
+
+
+def shutdown() -> None:
+    """Close this process's engines and loop (worker shutdown; tests that call worker code)."""
+    global _loop, _loop_pid
+    if _loop is not None and _loop_pid == os.getpid():
+        _loop.run_until_complete(read_replica.close_database())
+        _loop.close()
+    _loop = None
+    _loop_pid = None

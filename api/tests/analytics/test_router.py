@@ -150,6 +150,16 @@ async def test_track_user_event_job_stores_one_event(stack: LocalStack, analytic
     )
 
 
+@pytest.fixture
+def worker_code_in_this_process() -> Iterator[None]:
+    """Worker-side functions make their own loop and engines; close them after the test."""
+    from backend_app.core import worker_runtime
+
+    yield
+    worker_runtime.shutdown()
+
+
+@pytest.mark.usefixtures("worker_code_in_this_process")
 def test_a_flush_that_died_half_way_is_finished_by_the_next_once(stack: LocalStack) -> None:
     from backend_app.analytics import service
 
