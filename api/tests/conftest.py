@@ -244,3 +244,19 @@ async def wait_for_mail(sink: SmtpSink, address: str, count: int = 1, seconds: f
             raise AssertionError(f"{count} email(s) to {address} did not arrive within {seconds}s")
         await asyncio.sleep(0.1)
     return sink.to(address)
+
+
+@pytest.fixture
+async def probe_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with tests/probe_routes.py mounted: records test tasks like a write endpoint."""
+    from tests.probe_routes import probe
+
+    app.include_router(probe)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+        yield client
+
+
+def query(stack: LocalStack, sql: str) -> str:
+    """Run SQL on the primary with psql; returns its unaligned output."""
+    assert stack.primary is not None
+    return stack.primary.psql(sql)

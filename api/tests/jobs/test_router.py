@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from backend_app.devstack import LocalStack
+from tests import accounts
 from tests.conftest import SmtpSink, wait_for_mail
 
 Headers = dict[str, str]
@@ -16,21 +17,8 @@ Headers = dict[str, str]
 @pytest.fixture
 def sign_up(client: httpx.AsyncClient) -> Callable:
     async def create(username: str, role: str) -> Headers:
-        password = "long-enough-pass-7"
-        registered = await client.post(
-            "/api/auth/register",
-            json={
-                "email": f"{username}@example.com",
-                "username": username,
-                "password": password,
-                "first_name": username.title(),
-                "last_name": "Tester",
-                "role": role,
-            },
-        )
-        assert registered.status_code == 201, registered.text
-        login = await client.post("/api/auth/login", json={"email": f"{username}@example.com", "password": password})
-        return {"Authorization": f"Bearer {login.json()['access_token']}"}
+        _, headers = await accounts.sign_up(client, username, role)
+        return headers
 
     return create
 

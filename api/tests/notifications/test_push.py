@@ -16,6 +16,7 @@ from backend_app.core.config import get_settings
 from backend_app.devstack import LocalStack, free_port
 from backend_app.notifications.push import OneSignalProvider, Push, Target, WebhookProvider
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
+from tests.accounts import sign_up
 from tests.processes import BIN_DIR, Worker, relay, wait_until
 
 
@@ -87,23 +88,6 @@ def notification_workers(receiver: PushReceiver, tmp_path: Path) -> Iterator[Pus
     finally:
         for worker in workers:
             worker.stop()
-
-
-async def sign_up(client: httpx.AsyncClient, username: str) -> tuple[int, dict[str, str]]:
-    password = "long-enough-pass-7"
-    registered = await client.post(
-        "/api/auth/register",
-        json={
-            "email": f"{username}@example.com",
-            "username": username,
-            "password": password,
-            "first_name": username.title(),
-            "last_name": "Tester",
-            "role": "job_seeker",
-        },
-    )
-    login = await client.post("/api/auth/login", json={"email": f"{username}@example.com", "password": password})
-    return registered.json()["id"], {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
 async def test_follow_notifies_in_app_and_pushes_to_devices(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -12,14 +10,6 @@ from backend_app.core.read_replica import get_database_router
 from backend_app.devstack import LocalStack
 from backend_app.outbox import service as outbox
 from backend_app.tasks.models import TaskBackend
-from tests.probe_routes import probe
-
-
-@pytest.fixture
-async def probe_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    app.include_router(probe)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-        yield client
 
 
 async def test_committed_write_leaves_a_pending_task_and_an_outbox_row(

@@ -5,28 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from backend_app.devstack import LocalStack
-from tests.probe_routes import probe
+from tests.conftest import query
 from tests.processes import Worker, celery_worker, rq_worker, wait_until
-
-
-@pytest.fixture
-async def probe_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    app.include_router(probe)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
-        yield client
-
-
-def query(stack: LocalStack, sql: str) -> str:
-    assert stack.primary is not None
-    return stack.primary.psql(sql)
 
 
 def status_of(stack: LocalStack, task_id: str) -> str:
