@@ -113,13 +113,16 @@ class Settings(BaseSettings):
     notification_retention_days: int = Field(default=90, ge=1)
 
     # Push notifications: "log" (development), "webhook" or "onesignal".
-    push_provider: Literal["log", "webhook", "onesignal"] = "log"
+    push_provider: Literal["log", "webhook", "onesignal", "fcm"] = "log"
     push_webhook_url: str = ""
     push_webhook_secret: str = ""
     onesignal_api_url: str = "https://onesignal.com/api/v1"
     onesignal_app_id: str = ""
     onesignal_api_key: str = ""
     push_timeout: float = Field(default=10.0, gt=0, le=120)
+    fcm_credentials_file: str = ""
+    fcm_project_id: str = ""  # empty: the service account's project
+    fcm_api_url: str = "https://fcm.googleapis.com"
 
     # Flower's dashboard login, "user:password" (several separated by commas). Flower reads
     # it itself; we check it here so production refuses to start Flower without one.
@@ -174,6 +177,8 @@ class Settings(BaseSettings):
             )
         if self.push_provider == "webhook" and not self.push_webhook_url:
             raise ValueError("PUSH_WEBHOOK_URL must be set when PUSH_PROVIDER=webhook")
+        if self.push_provider == "fcm" and not self.fcm_credentials_file:
+            raise ValueError("FCM_CREDENTIALS_FILE (a service-account JSON file) must be set when PUSH_PROVIDER=fcm")
         if self.push_provider == "onesignal" and not (self.onesignal_app_id and self.onesignal_api_key):
             raise ValueError("ONESIGNAL_APP_ID and ONESIGNAL_API_KEY must be set when PUSH_PROVIDER=onesignal")
         if self.environment is Environment.production and (

@@ -6,12 +6,16 @@
   the token is invalid; 5xx, 429 and timeouts are retried.
 - `onesignal`: OneSignal's REST API (`POST {ONESIGNAL_API_URL}/notifications`, app id and
   REST key from settings); ids OneSignal reports in `errors.invalid_player_ids` are invalid.
+- `fcm`: Firebase Cloud Messaging HTTP v1 (`POST {FCM_API_URL}/v1/projects/{project}/messages:send`)
+  with an OAuth2 token minted from the service-account file FCM_CREDENTIALS_FILE by
+  google-auth; `UNREGISTERED` (404) and an invalid registration token (400) are invalid.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 import httpx
@@ -105,9 +109,63 @@ class OneSignalProvider:
         return set(errors.get("invalid_player_ids", [])) if isinstance(errors, dict) else set()
 
 
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+
+
+@lru_cache
+def _fcm_credentials(credentials_file: str) -> Any:
+    # Cached per process: google-auth refreshes the token only when it expires.
+    from google.oauth2 import service_account
+
+    return service_account.Credentials.from_service_account_file(credentials_file, scopes=[FCM_SCOPE])
+
+
+class FcmProvider:
+    def __init__(self, settings: Settings, client: httpx.Client) -> None:
+        self.credentials = _fcm_credentials(settings.fcm_credentials_file)
+        project = settings.fcm_project_id or self.credentials.project_id
+        self.url = f"{settings.fcm_api_url.rstrip('/')}/v1/projects/{project}/messages:send"
+        self.client = client
+
+    def _access_token(self) -> str:
+        from google.auth.exceptions import GoogleAuthError
+        from google.auth.transport.requests import Request
+
+        if not self.credentials.valid:
+            try:
+                self.credentials.refresh(Request())
+            except GoogleAuthError as error:
+                raise TransientTaskError(f"FCM token refresh failed: {type(error).__name__}") from None
+        return self.credentials.token
+
+    def send(self, targets: list[Target], push: Push) -> set[str]:
+        headers = {"Authorization": f"Bearer {self._access_token()}"}
+        invalid = set()
+        for target in targets:
+            message = {
+                "message": {
+                    "token": target.token,
+                    "notification": {"title": push.title, "body": push.body},
+                    # FCM data values must be strings.
+                    "data": {key: str(value) for key, value in push.data.items()},
+                }
+            }
+            try:
+                response = self.client.post(self.url, json=message, headers=headers)
+            except httpx.TransportError as error:
+                raise TransientTaskError(f"FCM unreachable: {type(error).__name__}") from None
+            if response.status_code == 404 or (response.status_code == 400 and "registration token" in response.text):
+                invalid.add(target.token)
+                continue
+            _raise_for_status(response, "FCM")
+        return invalid
+
+
 def provider_for(settings: Settings, client: httpx.Client) -> PushProvider:
     if settings.push_provider == "webhook":
         return WebhookProvider(settings, client)
     if settings.push_provider == "onesignal":
         return OneSignalProvider(settings, client)
+    if settings.push_provider == "fcm":
+        return FcmProvider(settings, client)
     return LogProvider()

@@ -39,10 +39,11 @@ async def start(
     queue: str,
     name: str,
     payload: dict[str, Any],
-) -> TaskRecord | None:
+) -> int | None:
     """Mark the task started (creating its record if it was enqueued directly).
 
-    Returns None when the record is finished (succeeded or cancelled): a duplicate delivery.
+    Returns the attempt number, or None when the record is finished (succeeded or
+    cancelled): a duplicate delivery. Only the number comes back: this runs for every task.
     """
     statement = (
         insert(TaskRecord)
@@ -68,7 +69,7 @@ async def start(
             },
             where=TaskRecord.status.not_in([TaskStatus.succeeded, TaskStatus.cancelled]),
         )
-        .returning(TaskRecord)
+        .returning(TaskRecord.attempts)
     )
     return (await session.execute(statement)).scalar_one_or_none()
 

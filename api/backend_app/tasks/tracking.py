@@ -50,19 +50,19 @@ def describe(error: BaseException) -> str:
 async def _start(task_id: str, backend: TaskBackend, queue: str, name: str, payload: dict[str, Any]) -> bool:
     """True when the task should run; False for a duplicate of a finished task."""
     async with get_database_router().write_session() as session:
-        record = await repository.start(
+        attempt = await repository.start(
             session, task_id=task_id, backend=backend, queue=queue, name=name, payload=payload
         )
-    if record is None:
+    if attempt is None:
         logger.info("task %s (%s) already finished or cancelled; skipping this delivery", task_id, name)
         return False
     max_attempts = get_settings().task_max_attempts
-    if record.attempts > max_attempts:
+    if attempt > max_attempts:
         # Redelivered again and again (its worker keeps dying): stop here, visibly.
         await _finish(task_id, TaskStatus.dead, error=f"gave up after {max_attempts} attempts")
         logger.error("task %s (%s) dead after %d attempts", task_id, name, max_attempts)
         return False
-    logger.info("task %s (%s) started, attempt %d", task_id, name, record.attempts)
+    logger.info("task %s (%s) started, attempt %d", task_id, name, attempt)
     return True
 
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -34,11 +35,18 @@ class _Handler(BaseHTTPRequestHandler):
     server: PushReceiver
 
     def do_POST(self) -> None:
-        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            # The OAuth2 token endpoint (google-auth's service-account flow).
+            payload = {key: values[0] for key, values in parse_qs(raw.decode()).items()}
+        else:
+            payload = json.loads(raw)
+        payload["_path"] = self.path
         payload["_authorization"] = self.headers.get("Authorization")
         self.server.received.append(payload)
+        status = self.server.status_for(payload)  # may choose the reply too
         body = json.dumps(self.server.reply).encode()
-        self.send_response(self.server.status_for(payload))
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -212,3 +220,64 @@ def test_onesignal_provider_reports_invalid_player_ids(receiver: PushReceiver, m
     assert request["include_player_ids"] == ["live-player", "gone-player"]
     assert request["headings"] == {"en": "Hi"}
     assert request["_authorization"] == "Basic rest-key"
+
+
+def test_fcm_provider_mints_a_token_and_speaks_http_v1(
+    receiver: PushReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from backend_app.notifications.push import FcmProvider
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    base = f"http://127.0.0.1:{receiver.server_port}"
+    credentials = tmp_path / "service-account.json"
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "jobs-test",
+                "private_key_id": "k1",
+                "private_key": pem,
+                "client_email": "push@jobs-test.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": f"{base}/token",
+            }
+        )
+    )
+    monkeypatch.setenv("PUSH_PROVIDER", "fcm")
+    monkeypatch.setenv("FCM_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("FCM_API_URL", base)
+    get_settings.cache_clear()
+
+    def answer(payload: dict) -> int:
+        if payload["_path"] == "/token":
+            receiver.reply = {"access_token": "ya29.test-token", "expires_in": 3600, "token_type": "Bearer"}
+            return 200
+        if payload["message"]["token"] == "stale-token":
+            receiver.reply = {"error": {"code": 404, "status": "NOT_FOUND", "details": [{"errorCode": "UNREGISTERED"}]}}
+            return 404
+        receiver.reply = {"name": "projects/jobs-test/messages/1"}
+        return 200
+
+    receiver.status_for = answer
+    with httpx.Client(timeout=5) as client:
+        invalid = FcmProvider(get_settings(), client).send(
+            [Target("live-token", "android"), Target("stale-token", "ios")], Push("Hi", "There", {"post_id": 7})
+        )
+
+    assert invalid == {"stale-token"}
+    token_request, *sends = receiver.received
+    assert token_request["_path"] == "/token"
+    assert token_request["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    assert [s["_path"] for s in sends] == ["/v1/projects/jobs-test/messages:send"] * 2
+    assert sends[0]["_authorization"] == "Bearer ya29.test-token"
+    assert sends[0]["message"] == {
+        "token": "live-token",
+        "notification": {"title": "Hi", "body": "There"},
+        "data": {"post_id": "7"},
+    }
