@@ -79,3 +79,10 @@ def test_procfile_runs_every_process_from_api() -> None:
     assert "--worker-class backend_app.core.rq_worker.InProcessWorker" in processes["rq"]
     assert "rq worker video_processing --url" in processes["rq-video"]
     assert "celery -A backend_app.core.celery_app flower --port=" in processes["flower"]
+
+
+def test_rq_dashboard_asks_for_a_login(compose: dict[str, Any]) -> None:
+    dashboard = compose["services"]["rq-dashboard"]
+    assert dashboard["environment"]["RQ_DASHBOARD_REDIS_URL"] == "redis://redis:6379/0"
+    assert dashboard["environment"]["RQ_DASHBOARD_USERNAME"]
+    assert dashboard["environment"]["RQ_DASHBOARD_PASSWORD"]
