@@ -21,10 +21,14 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from backend_app.core.read_replica import is_connection_error
+
 logger = logging.getLogger(__name__)
 
 EVENTS_KEY = "analytics:events"
 PROCESSING_PREFIX = "analytics:events:processing:"
+# Events PostgreSQL refused, kept for inspection instead of blocking every later flush.
+DEAD_LETTER_KEY = "analytics:events:refused"
 FLUSH_FLAG_KEY = "analytics:flush-queued"
 FLUSH_EVERY_SECONDS = 1
 
@@ -64,20 +68,53 @@ def drain(redis: Redis, store: Callable[[list[dict[str, Any]]], int], *, max_sec
     for leftover in redis.scan_iter(match=f"{PROCESSING_PREFIX}*"):
         stored += _store_key(redis, leftover, store)
     deadline = time.monotonic() + max_seconds
+    quiet_since = time.monotonic()
     while time.monotonic() < deadline:
         key = f"{PROCESSING_PREFIX}{uuid.uuid4().hex}"
         try:
             redis.rename(EVENTS_KEY, key)
         except ResponseError:
-            break  # nothing buffered
+            # Nothing buffered. Wait out one flush period: an event appended while this
+            # job ran found the "flush queued" flag set and queued no flush of its own.
+            if time.monotonic() - quiet_since > FLUSH_EVERY_SECONDS + 0.5:
+                break
+            time.sleep(0.1)
+            continue
         stored += _store_key(redis, key, store)
+        quiet_since = time.monotonic()
     return stored
 
 
 def _store_key(redis: Redis, key: bytes | str, store: Callable[[list[dict[str, Any]]], int]) -> int:
-    events = [json.loads(raw) for raw in redis.lrange(key, 0, -1)]
-    for event in events:
-        event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
-    stored = store(events)
+    raw_events = redis.lrange(key, 0, -1)
+    events = [_decode(raw) for raw in raw_events]
+    try:
+        stored = store(events)
+    except Exception as error:
+        if is_connection_error(error):
+            raise  # the database is down: keep the key, the next flush retries it
+        stored = _store_one_by_one(redis, raw_events, store)
     redis.delete(key)
+    return stored
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    event = json.loads(raw)
+    event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
+    return event
+
+
+def _store_one_by_one(redis: Redis, raw_events: list[bytes], store: Callable[[list[dict[str, Any]]], int]) -> int:
+    """A batch PostgreSQL refused: store what it takes, set the rest aside."""
+    stored = 0
+    for raw in raw_events:
+        try:
+            stored += store([_decode(raw)])
+        except Exception as error:
+            if is_connection_error(error):
+                raise
+            redis.rpush(DEAD_LETTER_KEY, raw)
+            logger.error(
+                "analytics event refused by PostgreSQL (%s); kept in %s", type(error).__name__, DEAD_LETTER_KEY
+            )
     return stored

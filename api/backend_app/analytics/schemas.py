@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,49}$")]
 
@@ -12,9 +13,28 @@ class ClientEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_type: EventType
-    subject_id: int | None = None
+    subject_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
     data: dict[str, Any] = Field(default_factory=dict, max_length=50)
     occurred_at: datetime | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _storable_data(cls, data: dict[str, Any]) -> dict[str, Any]:
+        encoded = json.dumps(data)
+        if len(encoded) > 4096:
+            raise ValueError("must be at most 4096 bytes of JSON")
+        if "\\u0000" in encoded:
+            raise ValueError("must not contain NUL characters")
+        return data
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _recent(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not (2000 <= value.year <= 2100):
+            raise ValueError("must be a date between the years 2000 and 2100")
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must include a time zone")
+        return value
 
 
 class EventBatch(BaseModel):

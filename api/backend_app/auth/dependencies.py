@@ -20,6 +20,19 @@ UNAUTHENTICATED = HTTPException(
 )
 
 
+async def get_current_user_id(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> int:
+    """The signed-in user's id from the token alone, for routes that must not hold a database
+    connection while they wait on the client (uploads)."""
+    if credentials is None:
+        raise UNAUTHENTICATED
+    try:
+        return decode_access_token(credentials.credentials)
+    except InvalidTokenError:
+        raise UNAUTHENTICATED from None
+
+
 async def get_current_user(
     session: ReadSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -63,3 +76,4 @@ async def get_current_admin(user: Annotated[User, Depends(get_current_user)]) ->
 CurrentUser = Annotated[User, Depends(get_current_user)]
 CurrentAdmin = Annotated[User, Depends(get_current_admin)]
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+CurrentUserId = Annotated[int, Depends(get_current_user_id)]

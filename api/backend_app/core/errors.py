@@ -19,7 +19,16 @@ def service_unavailable(detail: str, retry_after: int) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": str(retry_after)})
 
 
+def _is_bad_value(error: Exception) -> bool:
+    """SQLSTATE class 22 (data exception): a value out of range or malformed, e.g. an id > int64."""
+    orig = getattr(error, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
+    return isinstance(error, DBAPIError) and sqlstate.startswith("22")
+
+
 async def _database_error_handler(request: Request, error: Exception) -> JSONResponse:
+    if _is_bad_value(error):
+        return JSONResponse(status_code=422, content={"detail": "A value in the request is out of range or malformed."})
     if not is_connection_error(error):
         raise error
     logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(error).__name__)

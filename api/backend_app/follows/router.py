@@ -46,12 +46,16 @@ async def unfollow(followed: ValidUser, user: CurrentUser, session: WriteSession
 
 
 @router.get("/followers", response_model=UserPage)
-async def followers(target: ValidUser, session: ReadSession, limit: Limit = 20, offset: Offset = 0) -> UserPage:
+async def followers(
+    target: ValidUser, session: ReadSession, _user: CurrentUser, limit: Limit = 20, offset: Offset = 0
+) -> UserPage:
     found, total = await repository.followers(session, target.id, limit=limit, offset=offset)
     return UserPage(items=[UserPublic.model_validate(u) for u in found], total=total, limit=limit, offset=offset)
 
 
 @router.get("/following", response_model=UserPage)
-async def following(target: ValidUser, session: ReadSession, limit: Limit = 20, offset: Offset = 0) -> UserPage:
+async def following(
+    target: ValidUser, session: ReadSession, _user: CurrentUser, limit: Limit = 20, offset: Offset = 0
+) -> UserPage:
     found, total = await repository.following(session, target.id, limit=limit, offset=offset)
     return UserPage(items=[UserPublic.model_validate(u) for u in found], total=total, limit=limit, offset=offset)

@@ -2,8 +2,9 @@
 
 - `log` (default): the push is written to the worker log.
 - `webhook`: POST JSON `{token, platform, title, body, data}` to PUSH_WEBHOOK_URL (with
-  `Authorization: Bearer PUSH_WEBHOOK_SECRET` when set). 2xx delivered; 404/410 means
-  the token is invalid; 5xx, 429 and timeouts are retried.
+  `Authorization: Bearer PUSH_WEBHOOK_SECRET` when set). 2xx delivered; 410 Gone means
+  the token is invalid (a 404 is a wrong URL, not a dead token); 5xx, 429 and timeouts
+  are retried.
 - `onesignal`: OneSignal's REST API (`POST {ONESIGNAL_API_URL}/notifications`, app id and
   REST key from settings); ids OneSignal reports in `errors.invalid_player_ids` are invalid.
 - `fcm`: Firebase Cloud Messaging HTTP v1 (`POST {FCM_API_URL}/v1/projects/{project}/messages:send`)
@@ -78,7 +79,7 @@ class WebhookProvider:
                 response = self.client.post(self.url, json=payload, headers=headers)
             except httpx.TransportError as error:
                 raise TransientTaskError(f"push webhook unreachable: {type(error).__name__}") from None
-            if response.status_code in (404, 410):
+            if response.status_code == 410:
                 invalid.add(target.token)
                 continue
             _raise_for_status(response, "push webhook")
@@ -154,11 +155,25 @@ class FcmProvider:
                 response = self.client.post(self.url, json=message, headers=headers)
             except httpx.TransportError as error:
                 raise TransientTaskError(f"FCM unreachable: {type(error).__name__}") from None
-            if response.status_code == 404 or (response.status_code == 400 and "registration token" in response.text):
+            if _fcm_token_is_dead(response):
                 invalid.add(target.token)
                 continue
             _raise_for_status(response, "FCM")
         return invalid
+
+
+def _fcm_token_is_dead(response: httpx.Response) -> bool:
+    """FCM says so in the error body: UNREGISTERED, SENDER_ID_MISMATCH, or a bad token argument."""
+    if response.status_code not in (400, 403, 404):
+        return False
+    try:
+        error = response.json().get("error", {})
+    except ValueError:
+        return False
+    codes = {detail.get("errorCode") for detail in error.get("details", []) if isinstance(detail, dict)}
+    if codes & {"UNREGISTERED", "SENDER_ID_MISMATCH"}:
+        return True
+    return "INVALID_ARGUMENT" in codes and "registration token" in str(error.get("message", "")).lower()
 
 
 def provider_for(settings: Settings, client: httpx.Client) -> PushProvider:

@@ -20,6 +20,7 @@ from backend_app.notifications.push import Push, Target, provider_for
 logger = logging.getLogger(__name__)
 
 NOTIFICATION_TYPES = ("follow", "like", "comment", "message", "system")
+TITLE_LIMIT = 200
 
 
 async def _store(task_id: str | None, user_id: int, type: str, push: Push) -> tuple[int, list[Target]]:
@@ -42,6 +43,8 @@ async def _after_push(notification_id: int, invalid_tokens: set[str]) -> None:
 def notify(*, task_id: str | None, user_id: int, type: str, title: str, body: str, data: dict[str, Any] | None) -> dict:
     """Store in-app and push. A push that fails transiently raises, and the retried job
     pushes again without storing a second notification."""
+    # Titles quote display names, which can be longer than the column allows.
+    title = title if len(title) <= TITLE_LIMIT else title[: TITLE_LIMIT - 1] + "…"
     push = Push(title=title, body=body, data=data or {})
     notification_id, targets = run_async(_store(task_id, user_id, type, push))
     if not targets:

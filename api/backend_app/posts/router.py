@@ -81,6 +81,8 @@ async def comment(post: ValidPost, body: CommentCreate, user: CurrentUser, sessi
 
 
 @router.get("/{post_id}/comments", response_model=CommentPage)
-async def comments(post: ReadablePost, session: ReadSession, limit: Limit = 20, offset: Offset = 0) -> CommentPage:
+async def comments(
+    post: ReadablePost, session: ReadSession, _user: CurrentUser, limit: Limit = 20, offset: Offset = 0
+) -> CommentPage:
     found, total = await repository.comments(session, post.id, limit=limit, offset=offset)
     return CommentPage(items=[CommentOut.model_validate(c) for c in found], total=total, limit=limit, offset=offset)

@@ -41,7 +41,8 @@ def probe(path: Path) -> Probe:
                 container.format.name,
             )
     except FFmpegError as error:
-        raise MediaError(f"not a readable video: {error}") from None
+        # FFmpeg's message names the file's path on the server; keep only its reason.
+        raise MediaError(f"not a readable video ({error.strerror or type(error).__name__})") from None
 
 
 def even(value: float) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,8 @@ class Video(CreatedAtMixin, Base):
     # The client's name for the file, kept only as metadata; files are stored under our own names.
     original_filename: Mapped[str] = mapped_column(String(255), nullable=False)
     stored_path: Mapped[str] = mapped_column(String(500), nullable=False)
+    # Names the public media folder, so others' videos cannot be found by counting ids.
+    media_key: Mapped[str] = mapped_column(String(32), nullable=False, default=lambda: uuid.uuid4().hex)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     width: Mapped[int | None] = mapped_column(Integer)

@@ -6,9 +6,10 @@ import asyncio
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from backend_app.auth.dependencies import CurrentUser
+from backend_app.auth.dependencies import CurrentUser, CurrentUserId
 from backend_app.core.config import get_settings
 from backend_app.core.read_replica import ReadSession, WriteSession
+from backend_app.users.models import User
 from backend_app.videos import media, service
 from backend_app.videos.models import Video
 from backend_app.videos.schemas import UploadAccepted, VideoOut
@@ -38,7 +39,8 @@ router = APIRouter(prefix="/api/videos", tags=["videos"])
         }
     },
 )
-async def upload(request: Request, user: CurrentUser, session: WriteSession) -> UploadAccepted:
+async def upload(request: Request, user_id: CurrentUserId, session: WriteSession) -> UploadAccepted:
+    # The user is loaded after the body arrived: no connection is held during a long upload.
     settings = get_settings()
     directory = service.media_root(settings) / "uploads"
     try:
@@ -57,10 +59,13 @@ async def upload(request: Request, user: CurrentUser, session: WriteSession) -> 
     except media.MediaError as error:
         received.path.unlink(missing_ok=True)
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=f"Not a video: {error}") from None
+    if await session.get(User, user_id) is None:
+        received.path.unlink(missing_ok=True)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="Not authenticated.")
     try:
         video, task_id = await service.register_upload(
             session=session,
-            owner_id=user.id,
+            owner_id=user_id,
             stored=received.path,
             size=received.size,
             filename=received.filename,

@@ -75,6 +75,14 @@ async def register_upload(
     return video, task_id
 
 
+async def _media_key(video_id: int) -> str:
+    async with get_database_router().write_session() as session:
+        video = await session.get(Video, video_id)
+        if video is None:
+            raise PermanentTaskError(f"video {video_id} no longer exists")
+        return video.media_key
+
+
 async def _update(video_id: int, **values: Any) -> None:
     async with get_database_router().write_session() as session:
         await session.execute(update(Video).where(Video.id == video_id).values(**values))
@@ -83,16 +91,17 @@ async def _update(video_id: int, **values: Any) -> None:
 def process(*, video_id: int, video_path: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """Worker side: transcode to each asked rendition (never upscaling) and make a thumbnail."""
     settings = get_settings()
+    media_key = run_async(_media_key(video_id))
     root = media_root(settings)
     source = root / video_path
     wanted = [q for q in (options or {}).get("quality", DEFAULT_QUALITIES) if q in QUALITIES] or DEFAULT_QUALITIES
     run_async(_update(video_id, status=VideoStatus.processing, progress=0, error=None))
+    output_dir = root / "videos" / media_key
     try:
         probed = media.probe(source)
         heights = [(q, QUALITIES[q]) for q in wanted if QUALITIES[q] <= probed.height]
         if not heights:  # smaller than every rendition asked for: keep its own size
             heights = [("source", probed.height)]
-        output_dir = root / "videos" / str(video_id)
         if output_dir.exists():
             shutil.rmtree(output_dir)  # a retried job starts clean
         renditions = []
@@ -124,6 +133,11 @@ def process(*, video_id: int, video_path: str, options: dict[str, Any] | None) -
     except media.MediaError as error:
         run_async(_update(video_id, status=VideoStatus.failed, error=str(error)))
         raise PermanentTaskError(str(error)) from None
+    except BaseException as error:
+        # Disk full, a timeout, a lost database: say so on the video, leave no half files.
+        shutil.rmtree(output_dir, ignore_errors=True)
+        run_async(_update(video_id, status=VideoStatus.failed, error=f"processing stopped: {type(error).__name__}"))
+        raise
     thumbnail_path = str(thumbnail.relative_to(root))
     run_async(
         _update(video_id, status=VideoStatus.ready, progress=100, renditions=renditions, thumbnail_path=thumbnail_path)
@@ -135,7 +149,7 @@ def process(*, video_id: int, video_path: str, options: dict[str, Any] | None) -
 def make_thumbnail(*, video_id: int, video_path: str, timestamp: str) -> dict[str, Any]:
     settings = get_settings()
     root = media_root(settings)
-    target = root / "videos" / str(video_id) / "thumbnail.jpg"
+    target = root / "videos" / run_async(_media_key(video_id)) / "thumbnail.jpg"
     try:
         media.thumbnail(root / video_path, target, at_seconds=media.parse_timestamp(timestamp))
     except (media.MediaError, ValueError) as error:

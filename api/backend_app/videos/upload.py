@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 FIELD_LIMIT = 4096  # bytes of a non-file form field
+MAX_FIELDS = 20
 
 
 class UploadRejected(Exception):
@@ -78,6 +80,8 @@ async def receive_file(
             state["file_done"] = True
             state["upload_name"] = state["filename"] or "upload"
         elif state["name"]:
+            if len(state["fields"]) >= MAX_FIELDS:
+                raise UploadRejected(413, "Too many form fields.")
             state["fields"][state["name"]] = state["field"].decode(errors="replace")
         state.update(headers={}, name=None, filename=None, field=b"")
 
@@ -96,9 +100,15 @@ async def receive_file(
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
+    except MultipartParseError:
+        _close_and_remove(state, destination)
+        raise UploadRejected(400, "The multipart body is malformed.") from None
     except BaseException:
         _close_and_remove(state, destination)
         raise
+    if state["file"] is not None and not state.get("file_done"):
+        _close_and_remove(state, destination)
+        raise UploadRejected(400, "The upload ended before the file was complete.")
     if state["file"] is None:
         raise UploadRejected(422, "No 'file' field in the upload.")
     state["file"].close()
@@ -106,8 +116,14 @@ async def receive_file(
         destination.unlink(missing_ok=True)
         raise UploadRejected(422, "The uploaded file is empty.")
     return ReceivedUpload(
-        destination, state["size"], os.path.basename(state.get("upload_name", "upload"))[:255], state["fields"]
+        destination, state["size"], clean_filename(state.get("upload_name", "upload")), state["fields"]
     )
+
+
+def clean_filename(name: str) -> str:
+    """The client's file name as harmless metadata: no folders, no control characters."""
+    base = os.path.basename(name.replace("\\", "/"))
+    return "".join(ch for ch in base if ch.isprintable())[:255] or "upload"
 
 
 def _close_and_remove(state: dict, destination: Path) -> None:

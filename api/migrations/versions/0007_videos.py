@@ -24,6 +24,7 @@ def upgrade() -> None:
     sa.Column('owner_id', sa.BigInteger(), nullable=False),
     sa.Column('original_filename', sa.String(length=255), nullable=False),
     sa.Column('stored_path', sa.String(length=500), nullable=False),
+    sa.Column('media_key', sa.String(length=32), nullable=False),
     sa.Column('size_bytes', sa.BigInteger(), nullable=False),
     sa.Column('duration_seconds', sa.Float(), nullable=True),
     sa.Column('width', sa.Integer(), nullable=True),

@@ -70,7 +70,14 @@ async def test_events_are_stored_directly_while_redis_is_down(client: httpx.Asyn
 
 @pytest.mark.parametrize(
     "batch",
-    [{"events": []}, {"events": [{"event_type": "x"}] * 101}, {"events": [{"event_type": "Bad Type"}]}],
+    [
+        {"events": []},
+        {"events": [{"event_type": "x"}] * 101},
+        {"events": [{"event_type": "Bad Type"}]},
+        {"events": [{"event_type": "click", "data": {"note": "nul\u0000byte"}}]},
+        {"events": [{"event_type": "click", "subject_id": 2**64}]},
+        {"events": [{"event_type": "click", "occurred_at": "0001-01-01T00:00:00Z"}]},
+    ],
 )
 async def test_bad_batches_are_422(client: httpx.AsyncClient, batch: dict) -> None:
     assert (await client.post("/api/analytics/events", json=batch)).status_code == 422
@@ -173,4 +180,21 @@ def test_a_flush_that_died_half_way_is_finished_by_the_next_once(stack: LocalSta
 
     assert stored == 4, "the event already stored is skipped by its id"
     assert count(stack, "SELECT count(*) FROM analytics_events") == 5
+    assert list(redis.scan_iter(match=f"{buffer.PROCESSING_PREFIX}*")) == []
+
+
+@pytest.mark.usefixtures("worker_code_in_this_process")
+def test_an_event_postgresql_refuses_is_set_aside_and_the_rest_are_stored(stack: LocalStack) -> None:
+    from backend_app.analytics import service
+
+    redis = rq_app.get_redis()
+    good = [buffer.new_event("page_view", user_id=None) for _ in range(3)]
+    poisoned = buffer.new_event("page_view", user_id=None, data={"bad": "nul\u0000"})
+    redis.rpush(buffer.EVENTS_KEY, *(json.dumps(e) for e in [good[0], poisoned, *good[1:]]))
+
+    stored = service.flush()
+
+    assert stored == 3
+    assert count(stack, "SELECT count(*) FROM analytics_events") == 3
+    assert redis.llen(buffer.DEAD_LETTER_KEY) == 1
     assert list(redis.scan_iter(match=f"{buffer.PROCESSING_PREFIX}*")) == []

@@ -68,3 +68,12 @@ async def test_bad_recipients_are_422(client: httpx.AsyncClient) -> None:
     assert to_self.status_code == 422
     assert to_self.json() == {"detail": "You cannot message yourself."}
     assert to_nobody.json() == {"detail": "No such recipient."}
+
+
+async def test_an_id_beyond_bigint_is_422_not_500(client: httpx.AsyncClient) -> None:
+    _, ada = await sign_up(client, "ada")
+
+    response = await client.get("/api/messages/99999999999999999999", headers=ada)
+
+    assert response.status_code == 422
+    assert response.json() == {"detail": "A value in the request is out of range or malformed."}

@@ -198,6 +198,9 @@ def test_webhook_provider_sorts_answers(receiver: PushReceiver) -> None:
         with pytest.raises(PermanentTaskError, match="400"):
             provider.send(targets, Push("t", "b"))
         receiver.status_for = lambda payload: 404
+        with pytest.raises(PermanentTaskError, match="404"):
+            provider.send(targets, Push("t", "b"))
+        receiver.status_for = lambda payload: 410
         assert provider.send(targets, Push("t", "b")) == {"good-token-1"}
 
 

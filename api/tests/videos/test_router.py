@@ -97,7 +97,9 @@ async def test_upload_transcodes_without_upscaling_and_makes_a_thumbnail(
     head = path.read_bytes()[:4096]
     assert b"moov" in head, "faststart puts the index before the media data"
     assert video["thumbnail_url"].endswith("/thumbnail.jpg")
-    assert (MEDIA_ROOT / "videos" / str(video["id"]) / "thumbnail.jpg").read_bytes()[:2] == b"\xff\xd8"
+    media_folder = path.parent
+    assert media_folder.name != str(video["id"]), "media folders are not guessable from the id"
+    assert (media_folder / "thumbnail.jpg").read_bytes()[:2] == b"\xff\xd8"
     served = await client.get(f"/media/{rendition['path']}")
     assert served.status_code == 200
     assert served.content == path.read_bytes()
@@ -133,6 +135,7 @@ async def test_broken_input_ends_failed_with_the_reason(
             worker.stop()
 
     assert video["error"].startswith("not a readable video")
+    assert str(MEDIA_ROOT) not in video["error"], "no server paths in errors"
     assert stack.primary.psql(f"SELECT status FROM task_records WHERE id = '{accepted['task_id']}'") == "failed"
 
 
