@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from backend_app.auth.dependencies import CurrentUser
+from backend_app.core.pagination import Limit, Offset
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.follows import repository, service
 from backend_app.users import repository as users
@@ -14,9 +15,6 @@ from backend_app.users.models import User
 from backend_app.users.schemas import UserPage, UserPublic
 
 router = APIRouter(prefix="/api/users/{user_id}", tags=["follows"])
-
-Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 async def valid_user_id(user_id: int, session: ReadSession) -> User:

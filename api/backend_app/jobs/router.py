@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from backend_app.analytics import service as analytics
 from backend_app.analytics.buffer import new_event
 from backend_app.auth.dependencies import CurrentUser, OptionalUser
+from backend_app.core.pagination import Limit, Offset
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.jobs import repository, service
 from backend_app.jobs.dependencies import ValidJob, ValidJobForUpdate
@@ -23,9 +24,6 @@ from backend_app.jobs.schemas import (
 )
 
 router = APIRouter(tags=["jobs"])
-
-Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 def _forbidden(error: service.Forbidden) -> HTTPException:

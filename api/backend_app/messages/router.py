@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 
 from backend_app.auth.dependencies import CurrentUser
+from backend_app.core.pagination import Limit, Offset
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.messages import repository, service
 from backend_app.messages.schemas import MessageCreate, MessageOut, MessagePage, Thread, ThreadPage
 
 router = APIRouter(prefix="/api/messages", tags=["messages"])
-
-Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 @router.post("", response_model=MessageOut, status_code=status.HTTP_201_CREATED)

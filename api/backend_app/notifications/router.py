@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 
 from backend_app.auth.dependencies import CurrentUser
+from backend_app.core.pagination import Limit, Offset
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.notifications import repository
 from backend_app.notifications.schemas import (
@@ -26,8 +25,8 @@ async def list_notifications(
     user: CurrentUser,
     session: ReadSession,
     unread: bool = False,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 20,
+    offset: Offset = 0,
 ) -> NotificationPage:
     found, total = await repository.list_for_user(session, user.id, unread_only=unread, limit=limit, offset=offset)
     return NotificationPage(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, status
 
 from backend_app.auth.dependencies import CurrentUser
+from backend_app.core.pagination import Limit, Offset
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.posts import repository, service
 from backend_app.posts.models import Post
@@ -21,9 +22,6 @@ from backend_app.posts.schemas import (
 )
 
 router = APIRouter(prefix="/api/posts", tags=["posts"])
-
-Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 async def valid_post_id(post_id: int, session: WriteSession) -> Post:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 
 from backend_app.auth.dependencies import CurrentAdmin, CurrentUser
+from backend_app.core.pagination import Limit, Offset
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.tasks import service
 from backend_app.tasks.schemas import QueueStats, TaskOut, TaskPage
@@ -56,8 +55,8 @@ async def requeue_task(task_id: str, session: WriteSession, _admin: CurrentAdmin
 async def my_tasks(
     session: ReadSession,
     user: CurrentUser,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 20,
+    offset: Offset = 0,
 ) -> TaskPage:
     tasks, total = await service.list_for_user(session=session, user=user, limit=limit, offset=offset)
     return TaskPage(items=[TaskOut.model_validate(t) for t in tasks], total=total, limit=limit, offset=offset)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from backend_app.auth.dependencies import CurrentUser
+from backend_app.core.pagination import Limit, Offset
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.users import repository, service
 from backend_app.users.schemas import UserOut, UserPage, UserPublic, UserUpdate
@@ -19,8 +20,8 @@ async def list_users(
     session: ReadSession,
     _user: CurrentUser,
     q: Annotated[str | None, Query(max_length=100, description="part of a username or name")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 20,
+    offset: Offset = 0,
 ) -> UserPage:
     found, total = await repository.search(session, q=q, limit=limit, offset=offset)
     return UserPage(items=[UserPublic.model_validate(u) for u in found], total=total, limit=limit, offset=offset)
