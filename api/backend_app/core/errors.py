@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend_app.core.read_replica import CONNECTION_ERRORS, is_connection_error
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+async def get_or_404(session: AsyncSession, model: type[T], ident: int, *, detail: str, lock: bool = False) -> T:
+    """The row with primary key `ident`, or a 404 with `detail`: the body of every validation dependency."""
+    row = await session.get(model, ident, with_for_update=lock)
+    if row is None:
+        raise HTTPException(status_code=404, detail=detail)
+    return row
 
 
 def service_unavailable(detail: str, retry_after: int) -> JSONResponse:

@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from backend_app.auth.dependencies import CurrentUser
+from backend_app.core.errors import get_or_404
 from backend_app.core.pagination import Limit, Offset
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.follows import repository, service
-from backend_app.users import repository as users
 from backend_app.users.models import User
 from backend_app.users.schemas import UserPage, UserPublic
 
@@ -18,10 +18,7 @@ router = APIRouter(prefix="/api/users/{user_id}", tags=["follows"])
 
 
 async def valid_user_id(user_id: int, session: ReadSession) -> User:
-    user = await users.get(session, user_id)
-    if user is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such user.")
-    return user
+    return await get_or_404(session, User, user_id, detail="No such user.")
 
 
 ValidUser = Annotated[User, Depends(valid_user_id)]

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends
 
+from backend_app.core.errors import get_or_404
 from backend_app.core.read_replica import ReadSession, WriteSession
-from backend_app.jobs import repository
 from backend_app.jobs.models import Job
 
 
 async def valid_job_id(job_id: int, session: ReadSession) -> Job:
-    job = await repository.get(session, job_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
-    return job
+    return await get_or_404(session, Job, job_id, detail="No such job.")
 
 
 async def valid_job_id_for_update(job_id: int, session: WriteSession) -> Job:
-    job = await session.get(Job, job_id, with_for_update=True)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such job.")
-    return job
+    return await get_or_404(session, Job, job_id, detail="No such job.", lock=True)
 
 
 ValidJob = Annotated[Job, Depends(valid_job_id)]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, status
 
 from backend_app.auth.dependencies import CurrentUser
+from backend_app.core.errors import get_or_404
 from backend_app.core.pagination import Limit, Offset
 from backend_app.core.read_replica import ReadSession, WriteSession
 from backend_app.posts import repository, service
@@ -25,17 +26,11 @@ router = APIRouter(prefix="/api/posts", tags=["posts"])
 
 
 async def valid_post_id(post_id: int, session: WriteSession) -> Post:
-    post = await repository.get(session, post_id)
-    if post is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such post.")
-    return post
+    return await get_or_404(session, Post, post_id, detail="No such post.")
 
 
 async def valid_post_id_to_read(post_id: int, session: ReadSession) -> Post:
-    post = await repository.get(session, post_id)
-    if post is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such post.")
-    return post
+    return await get_or_404(session, Post, post_id, detail="No such post.")
 
 
 ValidPost = Annotated[Post, Depends(valid_post_id)]
