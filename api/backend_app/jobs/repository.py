@@ -13,10 +13,6 @@ def _is_open() -> ColumnElement[bool]:
     return and_(Job.closed_at.is_(None), or_(Job.expires_at.is_(None), Job.expires_at > func.now()))
 
 
-async def get(session: AsyncSession, job_id: int) -> Job | None:
-    return await session.get(Job, job_id)
-
-
 async def search(
     session: AsyncSession,
     *,

@@ -18,10 +18,6 @@ def _with_counts() -> Select[Any]:
     return select(Post, likes.label("like_count"), comments.label("comment_count"))
 
 
-async def get(session: AsyncSession, post_id: int) -> Post | None:
-    return await session.get(Post, post_id)
-
-
 async def get_with_counts(session: AsyncSession, post_id: int) -> Any:
     return (await session.execute(_with_counts().where(Post.id == post_id))).one_or_none()
 
