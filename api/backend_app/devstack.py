@@ -468,6 +468,14 @@ class LocalStack:
             env["REDIS_URL"] = self.redis.url
         return env
 
+    def rebuild_replica(self, replica: PostgresServer) -> None:
+        """Make `replica` a fresh streaming replica again (after a test promoted it)."""
+        assert self.primary is not None
+        replica.stop("immediate")
+        shutil.rmtree(replica.data_dir)
+        replica.clone_from(self.primary, slot=f"{replica.name}_slot")
+        replica.start()
+
     def wait_for_replicas(self, timeout: float = 30) -> None:
         """Block until every running replica has replayed the primary's current WAL position."""
         assert self.primary is not None

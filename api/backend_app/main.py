@@ -15,7 +15,7 @@ from backend_app.auth.router import router as auth_router
 from backend_app.core.config import Settings, get_settings
 from backend_app.core.errors import install_exception_handlers
 from backend_app.core.logging import configure_logging
-from backend_app.core.read_replica import close_database, init_database
+from backend_app.core.read_replica import DatabasePositionMiddleware, close_database, init_database
 from backend_app.follows.router import router as follows_router
 from backend_app.health.router import router as health_router
 from backend_app.jobs.router import router as jobs_router
@@ -36,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         router = init_database(settings)
         logger.info("database primary %s, %d replica(s)", router.primary.masked_url, len(router.replicas))
+        if router.replicas:
+            router.monitor.ensure_running()
         try:
             yield
         finally:
@@ -43,6 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Job platform API", version="0.1.0", lifespan=lifespan)
     install_exception_handlers(app)
+    # Long enough for any replica in rotation to be past the position (its lag is bounded).
+    position_max_age = int(max(60, 4 * settings.db_replica_max_lag_seconds))
+    app.add_middleware(DatabasePositionMiddleware, cookie_max_age=position_max_age)
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(users_router)

@@ -1,6 +1,6 @@
 """Shared fixtures: the real stack, started once per test session.
 
-A PostgreSQL primary with a streaming replica (initdb + pg_basebackup -R) and a Redis run
+A PostgreSQL primary with two streaming replicas (initdb + pg_basebackup -R) and a Redis run
 from the installed server binaries on free ports in a temporary folder, and are stopped and
 removed at the end. Nothing here touches a database or Redis already running on the machine.
 Each test starts from empty tables and an empty Redis.
@@ -40,6 +40,9 @@ TEST_SETTINGS = {
     "OUTBOX_POLL_INTERVAL": "0.5",
     "OUTBOX_MAX_BACKOFF": "1",
     "CANARY_TIMEOUT_SECONDS": "5",
+    "DB_HEALTH_CHECK_INTERVAL": "0.2",
+    "DB_REPLICA_BAN_SECONDS": "1",
+    "DB_REPLICA_MAX_LAG_SECONDS": "2",
 }
 
 _stack: LocalStack | None = None
@@ -54,7 +57,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # When the suite runs as root, PostgreSQL runs as an unprivileged account that must
     # be able to walk through this folder to reach its own.
     root.chmod(0o711)
-    _stack = LocalStack(root, replicas=1, durable=False)
+    _stack = LocalStack(root, replicas=2, durable=False)
     _saved_environment.update(os.environ)
     try:
         _stack.start()
@@ -96,6 +99,8 @@ def isolated_state(stack: LocalStack) -> Iterator[None]:
     stack.primary.start()
     for replica in stack.replicas:
         replica.start()
+        # A test may have paused replay (lag tests); a paused replica would stay behind.
+        replica.psql("SELECT pg_wal_replay_resume()")
     stack.redis.start()
     tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
     stack.primary.psql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")

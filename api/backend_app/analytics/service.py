@@ -62,8 +62,11 @@ def flush() -> int:
 
 
 async def _aggregate(user_id: int) -> dict[str, int]:
-    async with get_database_router().write_session() as session:
+    router = get_database_router()
+    # Counting is replica work; the task's position makes the replica show what led to it.
+    async with router.read_session() as session:
         figures = await repository.compute_user_stats(session, user_id)
+    async with router.write_session() as session:
         await repository.store_user_stats(session, user_id, figures)
     return figures
 

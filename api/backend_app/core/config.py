@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     db_read_max_overflow: int = Field(default=10, ge=0, le=1000)
     db_read_pool_recycle: int = Field(default=300, ge=-1)
     db_read_connect_timeout: float = Field(default=5, gt=0, le=300)
+    # Read-replica routing (READ_REPLICA_SETUP.md). A replica further behind the primary than
+    # either limit leaves the rotation until it has caught up and a check has passed.
+    db_replica_max_lag_seconds: float = Field(default=5.0, gt=0, le=3600)
+    db_replica_max_lag_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    # A replica that failed (a check or a request's connection) stays out at least this long.
+    db_replica_ban_seconds: float = Field(default=5.0, ge=0.1, le=3600)
+    # Background checks of every node: how often, and how long one may take.
+    db_health_check_interval: float = Field(default=1.0, ge=0.05, le=300)
+    db_health_check_timeout: float = Field(default=2.0, gt=0, le=60)
+    # With every replica out, reads go to the primary: at most this many at once; one more
+    # waits up to DB_PRIMARY_FALLBACK_WAIT_SECONDS, then gets a 503.
+    db_primary_fallback_max_reads: int = Field(default=10, ge=1, le=10_000)
+    db_primary_fallback_wait_seconds: float = Field(default=1.0, ge=0, le=60)
 
     redis_url: str = "redis://localhost:6379/0"
 

@@ -10,13 +10,19 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend_app.core.read_replica import CONNECTION_ERRORS, is_connection_error
+from backend_app.core.read_replica import (
+    CONNECTION_ERRORS,
+    PrimaryUnavailableError,
+    ReadCapacityError,
+    is_connection_error,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DATABASE_RETRY_AFTER_SECONDS = 5
+READ_CAPACITY_RETRY_AFTER_SECONDS = 1
 
 
 async def get_or_404(session: AsyncSession, model: type[T], ident: int, *, detail: str, lock: bool = False) -> T:
@@ -43,7 +49,18 @@ async def _database_error_handler(request: Request, error: Exception) -> JSONRes
         return JSONResponse(status_code=422, content={"detail": "A value in the request is out of range or malformed."})
     if not is_connection_error(error):
         raise error
-    logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(error).__name__)
+    logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, error)
+    if isinstance(error, ReadCapacityError):
+        return service_unavailable(
+            "The read replicas are unavailable and the primary is serving all the reads it can; retry shortly.",
+            READ_CAPACITY_RETRY_AFTER_SECONDS,
+        )
+    if isinstance(error, PrimaryUnavailableError):
+        return service_unavailable(
+            "The primary database is unavailable, so changes cannot be saved right now; reading still works."
+            " Retry shortly.",
+            DATABASE_RETRY_AFTER_SECONDS,
+        )
     return service_unavailable("The database is temporarily unavailable; retry shortly.", DATABASE_RETRY_AFTER_SECONDS)
 
 

@@ -2,36 +2,62 @@
 
 Routes declare what they need with the typed aliases:
 
-    async def list_users(session: ReadSession): ...      # replica, never commits
-    async def register(session: WriteSession): ...       # primary, commits on success
+    async def list_users(session: ReadSession): ...      # a replica, never commits
+    async def register(session: WriteSession): ...       # the primary, commits on success
 
 A write session may be passed where a read session is wanted (it is a subclass), never
 the reverse. Read sessions are read-only on the server: on a replica by nature, and on the
-primary fallback through `default_transaction_read_only`.
+primary through `default_transaction_read_only`.
+
+How a read is placed (READ_REPLICA_SETUP.md has the operator's version):
+
+1. Replicas in rotation (see `replica_health`), least busy first, ties taken in turn.
+2. Read-your-writes: a write request's response carries its commit's WAL position
+   (`X-DB-Position` header and `db_position` cookie). A read that sends it back goes to a
+   replica known (or checked, one round trip) to have replayed that far, else to the
+   primary. Tasks recorded by the write carry the position to the workers the same way.
+3. No replica in rotation: the primary, at most `DB_PRIMARY_FALLBACK_MAX_READS` at once.
+4. A replica connection that fails mid-session (before the statement returned anything)
+   is banned and the statement is re-run on another replica or the primary.
+5. The primary down: reads stay on replicas (stale rather than failing); writes get 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import socket
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend_app.core.config import Settings, get_settings, mask_url
+from backend_app.core.config import Settings, get_settings
 from backend_app.core.database import create_engine
+from backend_app.core.replica_health import (
+    DatabaseNode,
+    ReplicaMonitor,
+    engine_pool_status,
+    format_lsn,
+    parse_lsn,
+)
+
+__all__ = ["format_lsn", "parse_lsn"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Errors that mean "this database node cannot be reached right now", as opposed to a bad query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -45,253 +71,386 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 # SQLSTATEs of a server that is gone or not taking connections: connection exceptions (08xxx),
 # admin/crash shutdown and "cannot connect now" (57P0x), too many connections (53300).
 _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+# A replica cancelled the query to apply WAL ("conflict with recovery"): another node can run it.
+_RECOVERY_CONFLICT_SQLSTATES = ("40001", "40P01")
 
-# How long a replica that failed to connect stays out of rotation before it is tried again.
-REPLICA_BAN_SECONDS = 5.0
+# How many times one statement moves to another node before its error is returned.
+MAX_FAILOVERS = 3
+
+POSITION_HEADER = "X-DB-Position"
+POSITION_COOKIE = "db_position"
+
+# The WAL position a worker's reads must see: set around each task from its message.
+_required_position: ContextVar[int | None] = ContextVar("required_db_position", default=None)
 
 
-class AsyncReadSession(AsyncSession):
-    """A session for reads. It is never committed; writes through it fail on the server."""
+class PrimaryUnavailableError(ConnectionError):
+    """The primary cannot take writes right now (down, unreachable, or read-only)."""
 
 
-class AsyncWriteSession(AsyncReadSession):
-    """A session on the primary. Committed when the request succeeds, rolled back on error."""
+class ReadCapacityError(ConnectionError):
+    """No replica can serve and the primary is already serving its share of fallback reads."""
+
+
+def _sqlstate(error: BaseException) -> str:
+    orig = getattr(error, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
 
 
 def is_connection_error(error: BaseException) -> bool:
     if isinstance(error, CONNECTION_ERRORS):
         return True
     if isinstance(error, DBAPIError):
-        sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None) or ""
-        return error.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+        return error.connection_invalidated or _sqlstate(error).startswith(_UNAVAILABLE_SQLSTATES)
     # A refused or reset socket from the driver before SQLAlchemy could wrap it.
     return isinstance(error, OSError) and error.errno is not None
 
 
-def parse_lsn(lsn: str | None) -> int | None:
-    """PostgreSQL prints WAL positions as 'HI/LO' in hex; as one integer they subtract to bytes."""
-    if not lsn:
-        return None
-    high, _, low = lsn.partition("/")
-    return (int(high, 16) << 32) + int(low, 16)
+def _is_read_only_primary(error: BaseException) -> bool:
+    """25006: the "primary" is in recovery (a failover put a replica at its address)."""
+    return isinstance(error, DBAPIError) and _sqlstate(error) == "25006"
 
 
-def engine_pool_status(engine: AsyncEngine) -> dict[str, int]:
-    pool: Any = engine.pool
-    return {
-        "size": pool.size(),
-        "in_use": pool.checkedout(),
-        "idle": pool.checkedin(),
-        # SQLAlchemy counts overflow negatively while the pool is below its size.
-        "overflow": max(pool.overflow(), 0),
-    }
+def position_from_text(value: str | None) -> int | None:
+    """A WAL position as sent back by a client; ValueError when it is not one."""
+    return parse_lsn(value) if value else None
 
 
-@dataclass
-class DatabaseNode:
-    name: str
-    url: str
-    engine: AsyncEngine
-    banned_until: float = 0.0
-    last_error: str | None = None
+@contextmanager
+def reading_after(position: int | str | None) -> Iterator[None]:
+    """Reads in this block (a worker's task) see at least WAL `position`."""
+    if isinstance(position, str):
+        try:
+            position = position_from_text(position)
+        except ValueError:
+            logger.warning("ignoring malformed database position %r", position)
+            position = None
+    current = _required_position.get()
+    if position is not None and current is not None:
+        position = max(position, current)
+    token = _required_position.set(position if position is not None else current)
+    try:
+        yield
+    finally:
+        _required_position.reset(token)
+
+
+class AsyncReadSession(AsyncSession):
+    """A session for reads. It is never committed; writes through it fail on the server.
+
+    Placed by the router; a statement whose replica connection fails is re-run on another node.
+    """
+
+    _router: DatabaseRouter | None = None
+    _node: DatabaseNode | None = None
+    _position: int | None = None
+    _fallback_slot = False
 
     @property
-    def masked_url(self) -> str:
-        return mask_url(self.url)
+    def node_name(self) -> str | None:
+        return self._node.name if self._node is not None else None
 
-    def in_rotation(self, now: float) -> bool:
-        return now >= self.banned_until
+    async def _with_failover(self, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        for attempt in itertools.count():
+            try:
+                return await call(*args, **kwargs)
+            except Exception as error:
+                router = self._router
+                if router is None or attempt >= MAX_FAILOVERS or not router.can_fail_over(self, error):
+                    raise
+                await router.fail_over(self, error)
+        raise AssertionError("unreachable")
 
-    def pool_status(self) -> dict[str, int]:
-        return engine_pool_status(self.engine)
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._with_failover(super().execute, *args, **kwargs)
+
+    async def scalar(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._with_failover(super().scalar, *args, **kwargs)
+
+    async def get(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._with_failover(super().get, *args, **kwargs)
+
+    async def get_one(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._with_failover(super().get_one, *args, **kwargs)
+
+
+class AsyncWriteSession(AsyncReadSession):
+    """A session on the primary. Committed when the request succeeds, rolled back on error.
+
+    Never re-run elsewhere: a write that may have reached the primary is not repeated.
+    """
 
 
 @dataclass
 class RoutingCounters:
-    replica: int = 0
-    primary_no_replica: int = 0
-    primary_because_down: int = 0
-    replica_connect_failures: int = 0
+    """Routing decisions since start; read by /health/database, ready for a metrics exporter."""
+
+    replica: int = 0  # reads placed on a replica
+    primary_because_lag: int = 0  # the client's last write had not reached a replica yet
+    primary_because_down: int = 0  # no replica in rotation
+    primary_no_replica: int = 0  # no replica configured
+    failovers: int = 0  # a statement moved to another node after its connection failed
+    replica_connect_failures: int = 0  # a request found a replica unreachable (it was banned)
+    primary_reads_rejected: int = 0  # 503: replicas out and the primary at its fallback limit
+    stale_because_primary_down: int = 0  # read-your-writes could not be kept: primary unreachable
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
 
-@dataclass
 class DatabaseRouter:
     """The engines for one process: the primary, a read-only view of it, and the replicas."""
 
-    settings: Settings
-    primary: DatabaseNode = field(init=False)
-    primary_read_engine: AsyncEngine = field(init=False)
-    replicas: list[DatabaseNode] = field(init=False)
-    counters: RoutingCounters = field(default_factory=RoutingCounters)
-
-    def __post_init__(self) -> None:
-        s = self.settings
+    def __init__(self, settings: Settings) -> None:
+        s = self.settings = settings
+        self.counters = RoutingCounters()
         self.primary = DatabaseNode(
             "primary",
             s.database_url,
             create_engine(s.database_url, pool_size=s.db_pool_size, max_overflow=s.db_max_overflow),
+            expected_role="primary",
         )
-        self.primary_read_engine = create_engine(
-            s.database_url,
-            pool_size=s.db_read_pool_size,
-            max_overflow=s.db_read_max_overflow,
-            pool_recycle=s.db_read_pool_recycle,
-            connect_timeout=s.db_read_connect_timeout,
-            read_only=True,
-        )
+        read_pool: dict[str, Any] = {
+            "pool_size": s.db_read_pool_size,
+            "max_overflow": s.db_read_max_overflow,
+            "pool_recycle": s.db_read_pool_recycle,
+            "connect_timeout": s.db_read_connect_timeout,
+            "read_only": True,
+        }
+        self.primary_read_engine = create_engine(s.database_url, **read_pool)
         self.replicas = [
-            DatabaseNode(
-                f"replica-{index}",
-                url,
-                create_engine(
-                    url,
-                    pool_size=s.db_read_pool_size,
-                    max_overflow=s.db_read_max_overflow,
-                    pool_recycle=s.db_read_pool_recycle,
-                    connect_timeout=s.db_read_connect_timeout,
-                    read_only=True,
-                ),
-            )
+            DatabaseNode(f"replica-{index}", url, create_engine(url, **read_pool), expected_role="replica")
             for index, url in enumerate(s.database_url_read, start=1)
         ]
-        self._round_robin = itertools.count()
-        self._write_sessions = async_sessionmaker(self.primary.engine, class_=AsyncWriteSession, expire_on_commit=False)
+        self.monitor = ReplicaMonitor(settings, self.primary, self.replicas)
+        self._turn = itertools.count()
+        self._fallback_slots = asyncio.Semaphore(s.db_primary_fallback_max_reads)
+        self._fallback_waiting = 0
+        self._fallback_in_use = 0
 
-    def _read_sessionmaker(self, engine: AsyncEngine) -> async_sessionmaker[AsyncReadSession]:
-        return async_sessionmaker(engine, class_=AsyncReadSession, expire_on_commit=False)
-
-    def _replicas_in_turn(self) -> list[DatabaseNode]:
-        now = time.monotonic()
-        candidates = [node for node in self.replicas if node.in_rotation(now)]
-        if not candidates:
-            return []
-        start = next(self._round_robin) % len(candidates)
-        return candidates[start:] + candidates[:start]
+    # -- writes -----------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def write_session(self) -> AsyncIterator[AsyncWriteSession]:
-        """A primary session that commits when the block succeeds and rolls back otherwise."""
-        async with self._write_sessions() as session:
-            try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-            await session.commit()
+    async def write_session(
+        self, *, record_position: Callable[[int], None] | None = None
+    ) -> AsyncIterator[AsyncWriteSession]:
+        """A primary session that commits when the block succeeds and rolls back otherwise.
+
+        `record_position` receives the commit's WAL position (for read-your-writes).
+        A primary that cannot be reached raises PrimaryUnavailableError.
+        """
+        try:
+            async with self.primary.engine.connect() as connection:
+                async with AsyncWriteSession(bind=connection, expire_on_commit=False) as session:
+                    try:
+                        yield session
+                    except BaseException:
+                        await session.rollback()
+                        raise
+                    await session.commit()
+                if record_position is not None:
+                    record_position(await self._commit_position(connection))
+        except PrimaryUnavailableError:
+            raise
+        except Exception as error:
+            if is_connection_error(error) or _is_read_only_primary(error):
+                raise PrimaryUnavailableError(f"primary unavailable: {type(error).__name__}") from error
+            raise
+
+    @staticmethod
+    async def _commit_position(connection: AsyncConnection) -> int:
+        # After COMMIT, on the same connection and outside any transaction (one round trip):
+        # the insert position is at or past the end of the commit record just written.
+        raw = await connection.get_raw_connection()
+        position = await raw.driver_connection.fetchval("SELECT pg_current_wal_insert_lsn()::text")  # type: ignore[union-attr]
+        return parse_lsn(position) or 0
+
+    # -- reads ------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def read_session(self) -> AsyncIterator[AsyncReadSession]:
-        """A session on a reachable replica, or read-only on the primary when none is."""
-        session = await self._open_read_session()
-        async with session:
+    async def read_session(self, *, position: int | None = None) -> AsyncIterator[AsyncReadSession]:
+        """A read-only session placed by the rules in the module docstring."""
+        if self.replicas:
+            self.monitor.ensure_running()
+        session = AsyncReadSession(expire_on_commit=False)
+        session._router = self
+        session._position = position if position is not None else _required_position.get()
+        try:
+            await self._place(session, exclude=())
             yield session
+        finally:
+            await session.close()
+            self._release(session)
 
     @asynccontextmanager
     async def primary_read_session(self) -> AsyncIterator[AsyncReadSession]:
         """A read-only session on the primary, for the rare read that must not be stale."""
-        async with self._read_sessionmaker(self.primary_read_engine)() as session:
+        async with AsyncReadSession(bind=self.primary_read_engine, expire_on_commit=False) as session:
             yield session
 
-    async def _open_read_session(self) -> AsyncReadSession:
+    def _candidates(self, exclude: tuple[DatabaseNode, ...]) -> list[DatabaseNode]:
+        """Replicas in rotation, least busy first; equal ones in turn."""
+        nodes = [node for node in self.replicas if node.in_rotation and node not in exclude]
+        if len(nodes) > 1:
+            start = next(self._turn) % len(nodes)
+            nodes = nodes[start:] + nodes[:start]
+            nodes.sort(key=lambda node: node.outstanding)
+        return nodes
+
+    async def _place(self, session: AsyncReadSession, exclude: tuple[DatabaseNode, ...]) -> None:
         if not self.replicas:
             self.counters.primary_no_replica += 1
-            return self._read_sessionmaker(self.primary_read_engine)()
-        for node in self._replicas_in_turn():
-            session = self._read_sessionmaker(node.engine)()
-            try:
-                # Check a connection out now so an unreachable replica is skipped before
-                # the route runs, rather than failing its first query.
-                await session.connection()
-            except PoolTimeoutError:
-                # Busy, not down: every pooled connection is in use. Try another node, no ban.
-                await session.close()
-                continue
-            except Exception as error:
-                await session.close()
-                if not is_connection_error(error):
-                    raise
-                self._ban(node, error)
-                continue
-            self.counters.replica += 1
-            return session
+            await self._bind(session, None, self.primary_read_engine)
+            return
+        position = session._position
+        candidates = self._candidates(exclude)
+        primary_down = self.primary.reachable is False
+        if position is not None and not primary_down and candidates:
+            ready = [node for node in candidates if node.position is not None and node.position >= position]
+            if not ready:
+                # The monitor's figures are up to one interval old: ask the least busy replica.
+                if await self._place_if_replayed(session, candidates[0], position):
+                    return
+                self.counters.primary_because_lag += 1
+                if await self._place_on_primary(session, limited=False):
+                    return
+                self.counters.stale_because_primary_down += 1
+            else:
+                candidates = ready
+        for node in candidates:
+            if await self._try_replica(session, node):
+                return
+        # Nothing in rotation answered: the primary, within its fallback share.
         self.counters.primary_because_down += 1
-        return self._read_sessionmaker(self.primary_read_engine)()
+        if await self._place_on_primary(session, limited=True):
+            return
+        # The primary is down too: a replica out of rotation for lag still beats an error.
+        reachable = [n for n in self.replicas if n not in exclude and n.reachable and n.role == "replica"]
+        for node in sorted(reachable, key=lambda n: -(n.position or 0)):
+            if await self._try_replica(session, node):
+                self.counters.stale_because_primary_down += 1
+                return
+        raise PrimaryUnavailableError("no database node can serve reads")
 
-    def _ban(self, node: DatabaseNode, error: BaseException) -> None:
-        self.counters.replica_connect_failures += 1
-        node.banned_until = time.monotonic() + REPLICA_BAN_SECONDS
-        node.last_error = type(error).__name__
-        logger.warning(
-            "replica %s (%s) unreachable (%s); reading from other nodes for %.0fs",
-            node.name,
-            node.masked_url,
-            node.last_error,
-            REPLICA_BAN_SECONDS,
-        )
-
-    async def _probe(self, node: DatabaseNode, query: str) -> tuple[dict[str, Any], Any]:
-        started = time.perf_counter()
+    async def _try_replica(self, session: AsyncReadSession, node: DatabaseNode) -> bool:
         try:
-            async with asyncio.timeout(self.settings.db_read_connect_timeout):
-                async with node.engine.connect() as connection:
-                    row = (await connection.execute(text(query))).one()
+            await self._bind(session, node, node.engine)
+        except PoolTimeoutError:
+            return False  # busy, not down: every pooled connection is in use; no ban
         except Exception as error:
-            # Any database error makes the node unhealthy in the report, never a 500.
-            if not is_connection_error(error) and not isinstance(error, DBAPIError):
+            if not is_connection_error(error):
                 raise
-            return {"reachable": False, "error": type(error).__name__}, None
-        return {"reachable": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}, row
+            self._replica_failed(node, error)
+            return False
+        self.counters.replica += 1
+        return True
+
+    async def _place_if_replayed(self, session: AsyncReadSession, node: DatabaseNode, position: int) -> bool:
+        if not await self._try_replica(session, node):
+            return False
+        try:
+            replayed = parse_lsn(await AsyncSession.scalar(session, text("SELECT pg_last_wal_replay_lsn()::text")))
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
+            self._replica_failed(node, error)
+            replayed = None
+        if replayed is not None:
+            node.position = max(node.position or 0, replayed)
+            if replayed >= position:
+                return True
+        self.counters.replica -= 1  # counted by _try_replica, but not served there after all
+        await self._unbind(session)
+        return False
+
+    async def _place_on_primary(self, session: AsyncReadSession, *, limited: bool) -> bool:
+        """Bind to the primary's read-only pool; False if the primary cannot be reached."""
+        if limited:
+            await self._take_fallback_slot(session)
+        try:
+            await self._bind(session, None, self.primary_read_engine)
+        except Exception as error:
+            self._release(session)
+            if not is_connection_error(error) or isinstance(error, PoolTimeoutError):
+                raise
+            self.primary.reachable = False
+            return False
+        return True
+
+    async def _take_fallback_slot(self, session: AsyncReadSession) -> None:
+        if session._fallback_slot:
+            return  # kept through a failover
+        self._fallback_waiting += 1
+        try:
+            async with asyncio.timeout(self.settings.db_primary_fallback_wait_seconds):
+                await self._fallback_slots.acquire()
+        except TimeoutError:
+            self.counters.primary_reads_rejected += 1
+            raise ReadCapacityError("read replicas are out and the primary is at its fallback read limit") from None
+        finally:
+            self._fallback_waiting -= 1
+        session._fallback_slot = True
+        self._fallback_in_use += 1
+
+    async def _bind(self, session: AsyncReadSession, node: DatabaseNode | None, engine: AsyncEngine) -> None:
+        session.sync_session.bind = engine.sync_engine
+        session._node = node if node is not None else self.primary
+        if node is not None:
+            node.outstanding += 1
+        # Check a connection out now, so an unreachable node is skipped before the route runs.
+        try:
+            await session.connection()
+        except BaseException:
+            await self._unbind(session)
+            raise
+
+    async def _unbind(self, session: AsyncReadSession) -> None:
+        with contextlib.suppress(*CONNECTION_ERRORS, DBAPIError):
+            await AsyncSession.close(session)
+        self._release(session, keep_slot=True)
+
+    def _release(self, session: AsyncReadSession, *, keep_slot: bool = False) -> None:
+        node, session._node = session._node, None
+        if node is not None and node is not self.primary:
+            node.outstanding -= 1
+        if session._fallback_slot and not keep_slot:
+            session._fallback_slot = False
+            self._fallback_in_use -= 1
+            self._fallback_slots.release()
+
+    def _replica_failed(self, node: DatabaseNode, error: BaseException) -> None:
+        self.counters.replica_connect_failures += 1
+        node.reachable = False
+        node.error = type(error).__name__
+        node.ban(f"request could not use it ({type(error).__name__})", self.settings.db_replica_ban_seconds)
+
+    def can_fail_over(self, session: AsyncReadSession, error: BaseException) -> bool:
+        if isinstance(session, AsyncWriteSession):
+            return False
+        on_replica = session._node is not None and session._node is not self.primary
+        if is_connection_error(error):
+            return True
+        return on_replica and isinstance(error, DBAPIError) and _sqlstate(error) in _RECOVERY_CONFLICT_SQLSTATES
+
+    async def fail_over(self, session: AsyncReadSession, error: BaseException) -> None:
+        """Move `session` off the node whose connection just failed, to run the statement again."""
+        failed = session._node
+        self.counters.failovers += 1
+        if failed is not None and failed is not self.primary and is_connection_error(error):
+            self._replica_failed(failed, error)
+        logger.warning("read on %s failed (%s); retrying on another node", failed and failed.name, type(error).__name__)
+        await self._unbind(session)
+        exclude = (failed,) if failed is not None and failed is not self.primary else ()
+        await self._place(session, exclude=exclude)
+
+    # -- health -------------------------------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        primary_probe = self._probe(
-            self.primary,
-            "SELECT pg_is_in_recovery(), (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-            " ELSE pg_current_wal_lsn() END)::text",
-        )
-        replica_probes = [
-            self._probe(
-                node,
-                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
-                " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())",
-            )
-            for node in self.replicas
-        ]
-        (primary_info, primary_row), *replica_results = await asyncio.gather(primary_probe, *replica_probes)
-        primary_lsn = None
-        if primary_row is not None:
-            in_recovery, lsn = primary_row
-            primary_lsn = parse_lsn(lsn)
-            primary_info["role"] = "replica" if in_recovery else "primary"
-        primary_info.update(name=self.primary.name, url=self.primary.masked_url, pool=self.primary.pool_status())
-        primary_ok = primary_info["reachable"] and primary_info.get("role") == "primary"
-        primary_info["status"] = "healthy" if primary_ok else "unhealthy"
-
-        now = time.monotonic()
-        replicas = []
-        for node, (info, row) in zip(self.replicas, replica_results, strict=True):
-            if row is not None:
-                in_recovery, replay_lsn, seconds_since_replay = row
-                info["role"] = "replica" if in_recovery else "primary"
-                replayed = parse_lsn(replay_lsn)
-                if primary_lsn is not None and replayed is not None:
-                    info["lag_bytes"] = max(primary_lsn - replayed, 0)
-                info["seconds_since_last_replay"] = (
-                    None if seconds_since_replay is None else round(float(seconds_since_replay), 3)
-                )
-            healthy = info["reachable"] and info.get("role") == "replica"
-            info.update(
-                name=node.name,
-                url=node.masked_url,
-                status="healthy" if healthy else "unhealthy",
-                in_rotation=node.in_rotation(now),
-                pool=node.pool_status(),
-            )
-            replicas.append(info)
-
-        if not primary_ok:
+        """Check every node now and report it (no passwords)."""
+        await self.monitor.check()
+        primary = self.primary.report()
+        replicas = [node.report() for node in self.replicas]
+        if primary["status"] != "healthy":
             status = "unhealthy"
         elif not replicas:
             status = "not_configured"
@@ -299,25 +458,41 @@ class DatabaseRouter:
             status = "healthy"
         else:
             status = "degraded"
+        s = self.settings
         return {
             "status": status,
-            "primary": primary_info,
+            "primary": primary,
             "replicas": replicas,
             "routing": self.counters.as_dict(),
+            "primary_fallback": {
+                "limit": s.db_primary_fallback_max_reads,
+                "in_use": self._fallback_in_use,
+                "waiting": self._fallback_waiting,
+            },
+            "limits": {
+                "max_lag_seconds": s.db_replica_max_lag_seconds,
+                "max_lag_bytes": s.db_replica_max_lag_bytes,
+                "ban_seconds": s.db_replica_ban_seconds,
+                "check_interval_seconds": s.db_health_check_interval,
+            },
         }
 
     def pool_status(self) -> dict[str, Any]:
         return {
-            "primary": self.primary.pool_status(),
+            "primary": engine_pool_status(self.primary.engine),
             "primary_read_only": engine_pool_status(self.primary_read_engine),
-            "replicas": {node.name: node.pool_status() for node in self.replicas},
+            "replicas": {node.name: engine_pool_status(node.engine) for node in self.replicas},
         }
+
+    def engines(self) -> list[AsyncEngine]:
+        return [self.primary.engine, self.primary_read_engine, *(node.engine for node in self.replicas)]
 
     async def dispose_replicas(self) -> None:
         await asyncio.gather(*(node.engine.dispose() for node in self.replicas))
 
     async def dispose(self) -> None:
-        await asyncio.gather(self.primary.engine.dispose(), self.primary_read_engine.dispose(), self.dispose_replicas())
+        await self.monitor.stop()
+        await asyncio.gather(*(engine.dispose() for engine in self.engines()))
 
 
 _router: DatabaseRouter | None = None
@@ -350,13 +525,43 @@ async def close_read_replica() -> None:
         await _router.dispose_replicas()
 
 
-async def get_db_write() -> AsyncIterator[AsyncWriteSession]:
-    async with get_database_router().write_session() as session:
+# -- request plumbing -------------------------------------------------------------------------
+
+
+def _remember_position(request: Request, position: int) -> None:
+    state = request.scope.setdefault("state", {})
+    state["db_position"] = max(position, state.get("db_position") or 0)
+
+
+def request_position(request: Request) -> int | None:
+    """The newest WAL position the client says it wrote (header or cookie)."""
+    positions = []
+    header = request.headers.get(POSITION_HEADER)
+    if header:
+        try:
+            positions.append(position_from_text(header))
+        except ValueError:
+            raise HTTPException(
+                status_code=400,
+                detail=f"{POSITION_HEADER} must be a WAL position such as 0/16B3748, as sent by a previous response.",
+            ) from None
+    cookie = request.cookies.get(POSITION_COOKIE)
+    if cookie:
+        with contextlib.suppress(ValueError):  # a stale or mangled cookie must not break pages
+            positions.append(position_from_text(cookie))
+    known = [p for p in positions if p is not None]
+    return max(known) if known else None
+
+
+async def get_db_write(request: Request) -> AsyncIterator[AsyncWriteSession]:
+    async with get_database_router().write_session(
+        record_position=lambda position: _remember_position(request, position)
+    ) as session:
         yield session
 
 
-async def get_db_read() -> AsyncIterator[AsyncReadSession]:
-    async with get_database_router().read_session() as session:
+async def get_db_read(request: Request) -> AsyncIterator[AsyncReadSession]:
+    async with get_database_router().read_session(position=request_position(request)) as session:
         yield session
 
 
@@ -365,6 +570,35 @@ get_db_replica = get_db_read
 # scope="function" runs the commit before the response is sent, so a 2xx means committed.
 WriteSession = Annotated[AsyncWriteSession, Depends(get_db_write, scope="function")]
 ReadSession = Annotated[AsyncReadSession, Depends(get_db_read, scope="function")]
+
+
+class DatabasePositionMiddleware:
+    """Puts a committed write's WAL position on the response: header for API clients,
+    cookie for browsers. Sent back, it lets the next read see the write."""
+
+    def __init__(self, app: ASGIApp, *, cookie_max_age: int) -> None:
+        self.app = app
+        self.cookie_max_age = cookie_max_age
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_position(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                position = scope.get("state", {}).get("db_position")
+                if position:
+                    value = format_lsn(position)
+                    headers = MutableHeaders(scope=message)
+                    headers.append(POSITION_HEADER, value)
+                    headers.append(
+                        "set-cookie",
+                        f"{POSITION_COOKIE}={value}; Max-Age={self.cookie_max_age}; Path=/; HttpOnly; SameSite=Lax",
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_with_position)
 
 
 async def check_read_replica_health() -> dict[str, Any]:

@@ -92,6 +92,7 @@ def publish(
     kwargs: dict[str, Any] | None = None,
     *,
     job_id: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Job:
     """Enqueue with the queue's timeout, TTLs and retries. Raises on a Redis error.
 
@@ -114,6 +115,7 @@ def publish(
         if config.retry_intervals
         else None,
         on_failure=Callback(FAILURE_CALLBACK),
+        meta=meta,
     )
 
 

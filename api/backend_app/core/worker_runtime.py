@@ -25,8 +25,9 @@ def _forget_inherited_state() -> None:
     router = read_replica._router
     if router is not None:
         # close=False: the connections belong to the parent process; do not close them.
-        for engine in (router.primary.engine, router.primary_read_engine, *(n.engine for n in router.replicas)):
+        for engine in router.engines():
             engine.sync_engine.dispose(close=False)
+        router.monitor.forget()
         read_replica._router = None
     _loop = None
 

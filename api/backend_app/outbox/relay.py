@@ -35,14 +35,19 @@ from backend_app.outbox import repository as outbox_repository
 from backend_app.outbox.repository import NOTIFY_CHANNEL, ClaimedMessage
 from backend_app.tasks import repository as task_repository
 from backend_app.tasks.models import TaskBackend, TaskStatus
+from backend_app.tasks.tracking import DB_POSITION_KEY
 
 logger = logging.getLogger("backend_app.outbox.relay")
 
 BROKER_ERRORS = (KombuError, RedisError, OSError)
 
 
-def publish(message: ClaimedMessage) -> None:
-    """Put one task on its queue. Blocking: the relay calls it from a worker thread."""
+def publish(message: ClaimedMessage, db_position: str | None = None) -> None:
+    """Put one task on its queue. Blocking: the relay calls it from a worker thread.
+
+    `db_position` (a WAL position at or past the commit that recorded the task) travels with
+    the message, so the worker's replica reads see what that request wrote.
+    """
     args = message.payload.get("args", [])
     kwargs = message.payload.get("kwargs", {})
     if message.backend is TaskBackend.celery:
@@ -57,10 +62,12 @@ def publish(message: ClaimedMessage) -> None:
             task_id=message.task_id,
             queue=message.queue,
             retry=False,
+            headers={DB_POSITION_KEY: db_position} if db_position else None,
         )
     else:
+        meta = {DB_POSITION_KEY: db_position} if db_position else None
         with contextlib.suppress(DuplicateJobError):
-            rq_app.publish(message.queue, message.name, args, kwargs, job_id=message.task_id)
+            rq_app.publish(message.queue, message.name, args, kwargs, job_id=message.task_id, meta=meta)
 
 
 class Relay:
@@ -80,10 +87,12 @@ class Relay:
         loop = asyncio.get_running_loop()
         async with self.router.write_session() as session:
             messages = await outbox_repository.claim(session, self.settings.outbox_batch_size)
+            # Every claimed row was committed before this point in the WAL.
+            db_position = await outbox_repository.current_wal_position(session) if messages else None
             published: list[ClaimedMessage] = []
             for message in messages:
                 try:
-                    await loop.run_in_executor(self._publisher, publish, message)
+                    await loop.run_in_executor(self._publisher, publish, message, db_position)
                 except BROKER_ERRORS as error:
                     self._broker_failures += 1
                     delay = self.backoff_seconds(message.publish_attempts + 1)

@@ -106,6 +106,11 @@ async def claim(session: AsyncSession, limit: int) -> list[ClaimedMessage]:
     ]
 
 
+async def current_wal_position(session: AsyncSession) -> str:
+    """The primary's WAL insert position: every transaction already committed ends before it."""
+    return str(await session.scalar(text("SELECT pg_current_wal_insert_lsn()::text")))
+
+
 async def mark_sent(session: AsyncSession, message_ids: list[int]) -> None:
     await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(message_ids)).values(sent_at=func.now()))
 

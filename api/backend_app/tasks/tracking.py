@@ -18,7 +18,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from backend_app.core.config import get_settings
-from backend_app.core.read_replica import get_database_router, is_connection_error
+from backend_app.core.read_replica import get_database_router, is_connection_error, reading_after
 from backend_app.core.worker_runtime import run_async
 from backend_app.tasks import repository
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
@@ -31,6 +31,10 @@ R = TypeVar("R")
 
 # A result larger than this is summarised: task records are for status, not storage.
 MAX_RESULT_BYTES = 4096
+
+# The message header (Celery) / job meta key (RQ) holding the WAL position the task's replica
+# reads must see: the relay sets it to a position past the commit that recorded the task.
+DB_POSITION_KEY = "db_position"
 
 
 def small_result(value: Any) -> Any:
@@ -116,7 +120,10 @@ class TrackedTask(Task):
         self.request.tracking_skipped = not should_run
         if not should_run:
             return None
-        return self.run(*args, **kwargs)
+        # Custom message headers appear as request attributes (Celery protocol 2).
+        position = getattr(self.request, DB_POSITION_KEY, None) or (self.request.headers or {}).get(DB_POSITION_KEY)
+        with reading_after(position):
+            return self.run(*args, **kwargs)
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not getattr(self.request, "tracking_skipped", False):
@@ -149,7 +156,8 @@ def tracked_job(func: Callable[P, R]) -> Callable[P, R]:
         if not run_async(_start(job.id, TaskBackend.rq, job.origin, job.func_name, payload)):
             return None  # type: ignore[return-value]
         try:
-            result = func(*args, **kwargs)
+            with reading_after(job.meta.get(DB_POSITION_KEY)):
+                result = func(*args, **kwargs)
         except PermanentTaskError:
             job.retries_left = 0  # RQ retries any exception; this one must not be
             raise

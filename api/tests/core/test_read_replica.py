@@ -1,8 +1,13 @@
-"""get_db_write / get_db_read against the real primary and streaming replica."""
+"""The read/write router against a real primary and two streaming replicas.
+
+Each probe read answers which server ran it (by port), so routing is asserted directly.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -10,9 +15,12 @@ from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
+from starlette.requests import Request
 
 from backend_app.core.config import Settings
 from backend_app.core.read_replica import (
+    POSITION_COOKIE,
+    POSITION_HEADER,
     AsyncReadSession,
     AsyncWriteSession,
     ReadSession,
@@ -22,6 +30,8 @@ from backend_app.core.read_replica import (
     get_db_read,
     get_db_replica,
     get_db_write,
+    get_read_replica_pool_status,
+    parse_lsn,
 )
 from backend_app.devstack import LocalStack
 from backend_app.main import create_app
@@ -34,6 +44,10 @@ class NewUser(BaseModel):
 
 
 probe = APIRouter(prefix="/probe")
+
+
+async def _server_port(session: AsyncReadSession) -> int:
+    return int(await session.scalar(text("SELECT inet_server_port()")))
 
 
 @probe.post("/users", status_code=201)
@@ -54,32 +68,68 @@ async def create_user(payload: NewUser, session: WriteSession) -> dict[str, int]
 
 
 @probe.get("/users/{user_id}")
-async def read_user(user_id: int, session: ReadSession) -> dict[str, str | None]:
-    in_recovery = await session.scalar(text("SELECT pg_is_in_recovery()"))
+async def read_user(user_id: int, session: ReadSession) -> dict[str, Any]:
     user = await session.get(User, user_id)
-    return {"username": user.username if user else None, "served_by": "replica" if in_recovery else "primary"}
+    return {"username": user.username if user else None, "port": await _server_port(session)}
+
+
+@probe.get("/slow")
+async def slow_read(session: ReadSession, seconds: float = 0.5) -> dict[str, Any]:
+    await session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
+    return {"port": await _server_port(session)}
+
+
+def server_names(stack: LocalStack) -> dict[int, str]:
+    assert stack.primary is not None
+    return {stack.primary.port: "primary"} | {replica.port: replica.name for replica in stack.replicas}
+
+
+async def served_by(client: httpx.AsyncClient, stack: LocalStack, path: str = "/probe/slow?seconds=0") -> str:
+    response = await client.get(path)
+    assert response.status_code == 200, response.text
+    return server_names(stack)[response.json()["port"]]
 
 
 @pytest.fixture
-async def probe_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def probe_app(settings: Settings) -> AsyncIterator[FastAPI]:
     application: FastAPI = create_app(settings)
     application.include_router(probe)
     async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
+        yield application
 
 
-async def test_write_is_read_back_from_the_replica(probe_client: httpx.AsyncClient, stack: LocalStack) -> None:
-    created = await probe_client.post("/probe/users", json={"username": "ada"})
-    assert created.status_code == 201
-    stack.wait_for_replicas()
+def http_client(application: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://testserver")
 
-    response = await probe_client.get(f"/probe/users/{created.json()['id']}")
 
-    assert response.status_code == 200
-    assert response.json() == {"username": "ada", "served_by": "replica"}
-    assert stack.replicas[0].psql("SELECT username FROM users") == "ada"
+@pytest.fixture
+async def probe_client(probe_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with http_client(probe_app) as client:
+        yield client
+
+
+async def replica_report(name: str) -> dict[str, Any]:
+    report = await check_read_replica_health()
+    [replica] = [r for r in report["replicas"] if r["name"] == name]
+    return replica
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+async def test_write_commits_before_the_response_and_returns_its_wal_position(
+    probe_client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    response = await probe_client.post("/probe/users", json={"username": "grace"})
+
+    assert response.status_code == 201
+    assert stack.primary is not None
+    assert stack.primary.psql("SELECT username FROM users") == "grace"
+    position = response.headers[POSITION_HEADER]
+    assert parse_lsn(position) is not None
+    assert probe_client.cookies[POSITION_COOKIE] == position
+    # The position is at or past the commit: a replica that reached it has the row.
+    assert stack.primary.psql(f"SELECT pg_current_wal_insert_lsn() >= '{position}'::pg_lsn") == "t"
 
 
 async def test_write_session_rolls_back_when_the_route_fails(
@@ -89,31 +139,192 @@ async def test_write_session_rolls_back_when_the_route_fails(
 
     assert response.status_code == 409
     assert response.json() == {"detail": "rejected after the insert"}
+    assert POSITION_HEADER not in response.headers
     assert stack.primary is not None
     assert stack.primary.psql("SELECT count(*) FROM users") == "0"
 
 
-async def test_commit_happens_before_the_response_is_sent(probe_client: httpx.AsyncClient, stack: LocalStack) -> None:
-    response = await probe_client.post("/probe/users", json={"username": "grace"})
-
-    assert response.status_code == 201
-    assert stack.primary is not None
-    assert stack.primary.psql("SELECT username FROM users") == "grace"
+# -- reads and read-your-writes -----------------------------------------------------------------
 
 
-async def test_reads_fall_back_to_the_primary_when_the_replica_is_stopped(
+async def test_reads_are_spread_over_both_replicas(probe_client: httpx.AsyncClient, stack: LocalStack) -> None:
+    servers = {await served_by(probe_client, stack) for _ in range(10)}
+
+    assert servers == {"replica1", "replica2"}
+
+
+async def test_client_reads_its_own_write_while_replicas_lag(probe_app: FastAPI, stack: LocalStack) -> None:
+    for replica in stack.replicas:
+        replica.psql("SELECT pg_wal_replay_pause()")
+    async with http_client(probe_app) as writer, http_client(probe_app) as stranger:
+        created = await writer.post("/probe/users", json={"username": "ada"})
+        user_path = f"/probe/users/{created.json()['id']}"
+
+        own = await writer.get(user_path)  # sends the cookie back
+        others = await stranger.get(user_path)
+        by_header = await stranger.get(user_path, headers={POSITION_HEADER: created.headers[POSITION_HEADER]})
+
+        assert own.json()["username"] == "ada"
+        assert server_names(stack)[own.json()["port"]] == "primary"
+        # Without the position the read goes to a replica, which has not replayed the write yet.
+        assert others.json()["username"] is None
+        assert server_names(stack)[others.json()["port"]] in {"replica1", "replica2"}
+        assert by_header.json()["username"] == "ada"
+
+        for replica in stack.replicas:
+            replica.psql("SELECT pg_wal_replay_resume()")
+        stack.wait_for_replicas()
+        # Once a replica has replayed the write, the writer reads from replicas again: no timer.
+        again = await writer.get(user_path)
+        assert again.json()["username"] == "ada"
+        assert server_names(stack)[again.json()["port"]] in {"replica1", "replica2"}
+    counters = (await check_read_replica_health())["routing"]
+    assert counters["primary_because_lag"] >= 1
+
+
+async def test_malformed_position_header_is_400_and_malformed_cookie_is_ignored(
     probe_client: httpx.AsyncClient, stack: LocalStack
 ) -> None:
-    created = await probe_client.post("/probe/users", json={"username": "linus"})
-    stack.replicas[0].stop()
+    bad_header = await probe_client.get("/probe/slow?seconds=0", headers={POSITION_HEADER: "yesterday"})
+    probe_client.cookies.set(POSITION_COOKIE, "not-a-position")
+    bad_cookie = await probe_client.get("/probe/slow?seconds=0")
 
-    response = await probe_client.get(f"/probe/users/{created.json()['id']}")
+    assert bad_header.status_code == 400
+    assert POSITION_HEADER in bad_header.json()["detail"]
+    assert bad_cookie.status_code == 200
 
-    assert response.status_code == 200
-    assert response.json() == {"username": "linus", "served_by": "primary"}
+
+async def test_paused_replica_leaves_the_rotation_past_the_lag_limit_and_returns(
+    probe_app: FastAPI, stack: LocalStack, settings: Settings
+) -> None:
+    replica1 = stack.replicas[0]
+    replica1.psql("SELECT pg_wal_replay_pause()")
+    async with http_client(probe_app) as writer, http_client(probe_app) as reader:
+        created = await writer.post("/probe/users", json={"username": "lagging"})
+
+        async def out_for_lag() -> bool:
+            report = await replica_report("replica-1")
+            return report["in_rotation"] is False and "behind" in (report["out_reason"] or "")
+
+        deadline = asyncio.get_running_loop().time() + settings.db_replica_max_lag_seconds + 5
+        while not await out_for_lag():
+            assert asyncio.get_running_loop().time() < deadline, await replica_report("replica-1")
+            await asyncio.sleep(0.2)
+        report = await replica_report("replica-1")
+        assert report["replay_paused"] is True
+        assert report["lag_bytes"] > 0
+        assert report["banned_until"] is not None
+        health = await check_read_replica_health()
+        assert health["status"] == "degraded"
+
+        assert {await served_by(reader, stack) for _ in range(10)} == {"replica2"}
+        own = await writer.get(f"/probe/users/{created.json()['id']}")
+        assert own.json()["username"] == "lagging"
+
+        replica1.psql("SELECT pg_wal_replay_resume()")
+        stack.wait_for_replicas()
+        deadline = asyncio.get_running_loop().time() + settings.db_replica_ban_seconds + 5
+        while not (await replica_report("replica-1"))["in_rotation"]:
+            assert asyncio.get_running_loop().time() < deadline, await replica_report("replica-1")
+            await asyncio.sleep(0.1)
+        assert "replica1" in {await served_by(reader, stack) for _ in range(10)}
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+async def test_replica_stopped_during_reads_fails_no_read_and_comes_back(
+    probe_client: httpx.AsyncClient, stack: LocalStack, settings: Settings
+) -> None:
+    replica1 = stack.replicas[0]
+    reads = [asyncio.create_task(probe_client.get("/probe/slow?seconds=0.6")) for _ in range(16)]
+    await asyncio.sleep(0.2)  # the reads are now running on both replicas
+    await asyncio.to_thread(replica1.stop, "immediate")
+    more = [await probe_client.get("/probe/slow?seconds=0") for _ in range(10)]
+    responses = await asyncio.gather(*reads)
+
+    assert [r.status_code for r in [*responses, *more]] == [200] * 26
+    assert "replica1" not in {server_names(stack)[r.json()["port"]] for r in more}
     counters = (await check_read_replica_health())["routing"]
-    assert counters["primary_because_down"] == 1
-    assert counters["replica_connect_failures"] == 1
+    assert counters["failovers"] >= 1
+    assert (await replica_report("replica-1"))["reachable"] is False
+
+    await asyncio.to_thread(replica1.start)
+    started = asyncio.get_running_loop().time()
+    while "replica1" not in {await served_by(probe_client, stack) for _ in range(4)}:
+        assert asyncio.get_running_loop().time() - started < settings.db_replica_ban_seconds + 3
+        await asyncio.sleep(0.1)
+
+
+async def test_primary_outage_keeps_reads_and_refuses_writes_until_it_returns(
+    probe_app: FastAPI, stack: LocalStack
+) -> None:
+    assert stack.primary is not None
+    async with http_client(probe_app) as client:
+        created = await client.post("/probe/users", json={"username": "before"})
+        stack.wait_for_replicas()
+        stack.primary.stop()
+
+        # This client's last write is on the replicas: read-your-writes holds without the primary.
+        reads = [await client.get(f"/probe/users/{created.json()['id']}") for _ in range(6)]
+        write = await client.post("/probe/users", json={"username": "during"})
+        health = await client.get("/health/database")
+        liveness = await client.get("/health")
+
+        assert [r.status_code for r in reads] == [200] * 6
+        assert {r.json()["username"] for r in reads} == {"before"}
+        assert {server_names(stack)[r.json()["port"]] for r in reads} <= {"replica1", "replica2"}
+        assert write.status_code == 503
+        assert write.headers["Retry-After"] == "5"
+        assert "primary database is unavailable" in write.json()["detail"]
+        assert health.status_code == 503
+        assert health.json()["status"] == "unhealthy"
+        assert liveness.status_code == 200
+
+        stack.primary.start()
+        retried = await client.post("/probe/users", json={"username": "during"})
+        assert retried.status_code == 201
+
+
+async def test_with_every_replica_down_reads_use_the_primary_within_a_limit(stack: LocalStack) -> None:
+    settings = Settings(_env_file=None, db_primary_fallback_max_reads=1, db_primary_fallback_wait_seconds=0.2)
+    application = create_app(settings)
+    application.include_router(probe)
+    for replica in stack.replicas:
+        replica.stop()
+    async with application.router.lifespan_context(application), http_client(application) as client:
+        one = await served_by(client, stack)
+        burst = await asyncio.gather(*(client.get("/probe/slow?seconds=0.6") for _ in range(3)))
+        health = await check_read_replica_health()
+
+    assert one == "primary"
+    statuses = sorted(r.status_code for r in burst)
+    assert statuses == [200, 503, 503]
+    refused = next(r for r in burst if r.status_code == 503)
+    assert refused.headers["Retry-After"] == "1"
+    assert "read replicas are unavailable" in refused.json()["detail"]
+    assert health["routing"]["primary_because_down"] >= 2
+    assert health["routing"]["primary_reads_rejected"] == 2
+    assert health["primary_fallback"]["limit"] == 1
+
+
+async def test_promoted_replica_is_not_used_as_a_replica(probe_client: httpx.AsyncClient, stack: LocalStack) -> None:
+    replica2 = stack.replicas[1]
+    try:
+        replica2._run("pg_ctl", "-D", str(replica2.data_dir), "-w", "promote")
+
+        async def promoted_seen() -> bool:
+            report = await replica_report("replica-2")
+            return report["role"] == "primary" and report["in_rotation"] is False
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await promoted_seen():
+            assert asyncio.get_running_loop().time() < deadline, await replica_report("replica-2")
+            await asyncio.sleep(0.1)
+        assert "promoted" in (await replica_report("replica-2"))["out_reason"]
+        assert {await served_by(probe_client, stack) for _ in range(8)} == {"replica1"}
+    finally:
+        stack.rebuild_replica(replica2)
 
 
 async def test_read_sessions_refuse_writes_on_replica_and_on_primary_fallback(app: FastAPI) -> None:
@@ -122,20 +333,26 @@ async def test_read_sessions_refuse_writes_on_replica_and_on_primary_fallback(ap
         email="w@example.com", username="w", first_name="W", last_name="W", password_hash="x", role="employer"
     )
     async with router.read_session() as replica_session:
+        assert replica_session.node_name in {"replica-1", "replica-2"}
         with pytest.raises(DBAPIError, match="read-only transaction"):
             await replica_session.execute(statement)
-    router.replicas.clear()
+    for node in router.replicas:
+        node.ban("test", 60)
     async with router.read_session() as primary_session:
         assert await primary_session.scalar(text("SELECT pg_is_in_recovery()")) is False
         with pytest.raises(DBAPIError, match="read-only transaction"):
             await primary_session.execute(statement)
 
 
+def _request() -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""})
+
+
 async def test_dependencies_yield_typed_sessions(app: FastAPI) -> None:
     assert get_db_replica is get_db_read
-    write_dependency = get_db_write()
+    write_dependency = get_db_write(_request())
     write_session = await anext(write_dependency)
-    read_dependency = get_db_read()
+    read_dependency = get_db_read(_request())
     read_session = await anext(read_dependency)
     try:
         assert isinstance(write_session, AsyncWriteSession)
@@ -145,6 +362,9 @@ async def test_dependencies_yield_typed_sessions(app: FastAPI) -> None:
     finally:
         await write_dependency.aclose()
         await read_dependency.aclose()
+    pools = get_read_replica_pool_status()
+    assert set(pools["replicas"]) == {"replica-1", "replica-2"}
+    assert pools["primary"]["in_use"] == 0
 
 
 async def test_without_replica_reads_use_the_primary(stack: LocalStack) -> None:
@@ -152,30 +372,12 @@ async def test_without_replica_reads_use_the_primary(stack: LocalStack) -> None:
     settings = Settings(_env_file=None, database_url=stack.primary.url(), database_url_read=stack.primary.url())
     application = create_app(settings)
     application.include_router(probe)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            created = await client.post("/probe/users", json={"username": "solo"})
-            response = await client.get(f"/probe/users/{created.json()['id']}")
-            health = await check_read_replica_health()
+    async with application.router.lifespan_context(application), http_client(application) as client:
+        created = await client.post("/probe/users", json={"username": "solo"})
+        response = await client.get(f"/probe/users/{created.json()['id']}")
+        health = await check_read_replica_health()
 
-    assert response.json() == {"username": "solo", "served_by": "primary"}
+    assert response.json()["username"] == "solo"
+    assert server_names(stack)[response.json()["port"]] == "primary"
     assert health["status"] == "not_configured"
     assert health["replicas"] == []
-
-
-async def test_write_while_the_primary_is_down_is_503_with_retry_after(
-    probe_client: httpx.AsyncClient, stack: LocalStack
-) -> None:
-    assert stack.primary is not None
-    stack.primary.stop()
-
-    response = await probe_client.post("/probe/users", json={"username": "later"})
-
-    assert response.status_code == 503
-    assert response.headers["Retry-After"] == "5"
-    assert response.json() == {"detail": "The database is temporarily unavailable; retry shortly."}
-
-    stack.primary.start()
-    retried = await probe_client.post("/probe/users", json={"username": "later"})
-    assert retried.status_code == 201

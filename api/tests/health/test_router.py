@@ -13,7 +13,7 @@ async def test_liveness_answers_without_touching_dependencies(client: httpx.Asyn
     assert response.json() == {"status": "ok"}
 
 
-async def test_database_health_reports_primary_and_replica(client: httpx.AsyncClient, stack: LocalStack) -> None:
+async def test_database_health_reports_every_node(client: httpx.AsyncClient, stack: LocalStack) -> None:
     stack.wait_for_replicas()
 
     response = await client.get("/health/database")
@@ -21,16 +21,30 @@ async def test_database_health_reports_primary_and_replica(client: httpx.AsyncCl
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "healthy"
-    assert body["primary"]["status"] == "healthy"
-    assert body["primary"]["role"] == "primary"
-    [replica] = body["replicas"]
-    assert replica["status"] == "healthy"
-    assert replica["role"] == "replica"
-    assert replica["lag_bytes"] >= 0
-    assert replica["in_rotation"] is True
+    primary = body["primary"]
+    assert primary["status"] == "healthy"
+    assert primary["role"] == "primary"
+    assert primary["reachable"] is True
+    assert primary["latency_ms"] >= 0
+    assert primary["wal_position"]
+    assert set(primary["pool"]) == {"size", "in_use", "idle", "overflow"}
+    assert [replica["name"] for replica in body["replicas"]] == ["replica-1", "replica-2"]
+    for replica in body["replicas"]:
+        assert replica["status"] == "healthy"
+        assert replica["role"] == "replica"
+        assert replica["reachable"] is True
+        assert replica["latency_ms"] >= 0
+        assert replica["lag_bytes"] >= 0
+        assert replica["lag_seconds"] >= 0
+        assert replica["replay_paused"] is False
+        assert replica["in_rotation"] is True
+        assert replica["banned_until"] is None
+        assert set(replica["pool"]) == {"size", "in_use", "idle", "overflow"}
+    assert set(body["routing"]) >= {"replica", "primary_because_lag", "primary_because_down", "failovers"}
+    assert body["limits"]["max_lag_seconds"] > 0
     assert stack.primary is not None
     assert stack.primary.password not in response.text
-    assert "***" in body["primary"]["url"]
+    assert "***" in primary["url"]
 
 
 async def test_stopped_replica_is_degraded_not_down(client: httpx.AsyncClient, stack: LocalStack) -> None:
@@ -42,8 +56,13 @@ async def test_stopped_replica_is_degraded_not_down(client: httpx.AsyncClient, s
     body = response.json()
     assert body["status"] == "degraded"
     assert body["primary"]["status"] == "healthy"
-    assert body["replicas"][0]["status"] == "unhealthy"
-    assert body["replicas"][0]["reachable"] is False
+    stopped, running = body["replicas"]
+    assert stopped["status"] == "unhealthy"
+    assert stopped["reachable"] is False
+    assert stopped["in_rotation"] is False
+    assert stopped["banned_until"] is not None
+    assert "unreachable" in stopped["out_reason"]
+    assert running["status"] == "healthy"
 
 
 async def test_stopped_primary_is_unhealthy_with_503(client: httpx.AsyncClient, stack: LocalStack) -> None:
