@@ -519,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="start the local servers, migrate, run COMMAND, stop the servers")
     run.add_argument("--data-dir", type=Path, default=API_DIR.parent / ".devdata")
-    run.add_argument("--replicas", type=int, default=1)
+    run.add_argument("--replicas", type=int, default=2)
     run.add_argument("--primary-port", type=int, default=25432, help="replicas take the next ports")
     run.add_argument("--redis-port", type=int, default=26379)
     run.add_argument("--any-ports", action="store_true", help="pick free ports instead of the fixed ones")

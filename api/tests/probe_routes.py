@@ -12,6 +12,11 @@ from backend_app.tasks.models import TaskBackend
 probe = APIRouter(prefix="/probe")
 
 TASK_NAMES = {TaskBackend.celery: "tests.record_effect", TaskBackend.rq: "tests.worker_tasks.record_effect_job"}
+# Tasks that read their own task record back from a replica (read-your-writes in workers).
+READ_BACK_TASK_NAMES = {
+    TaskBackend.celery: "tests.read_own_record",
+    TaskBackend.rq: "tests.worker_tasks.read_own_record_job",
+}
 QUEUES = {TaskBackend.celery: "emails", TaskBackend.rq: "notifications"}
 
 
@@ -23,6 +28,7 @@ class TaskRequest(BaseModel):
     fail_times: int = 0
     fail: str = ""
     roll_back: bool = False
+    read_back: bool = False
 
 
 @probe.post("/tasks", status_code=201)
@@ -31,7 +37,7 @@ async def record_task(request: TaskRequest, session: WriteSession) -> dict[str, 
         session=session,
         backend=request.backend,
         queue=QUEUES[request.backend],
-        task=TASK_NAMES[request.backend],
+        task=(READ_BACK_TASK_NAMES if request.read_back else TASK_NAMES)[request.backend],
         kwargs={
             "key": request.key,
             "sleep_after_effect": request.sleep_after_effect,

@@ -61,11 +61,12 @@ def test_run_starts_servers_migrates_runs_the_command_and_reuses_data(data_dir: 
 
     second = run_devstack(data_dir, sys.executable, "-c", CHECK_ENVIRONMENT)
     assert second.returncode == 0, second.stderr
-    assert "READ 1" in second.stdout
+    assert "READ 2" in second.stdout  # make dev runs two replicas
     assert "REDIS redis://127.0.0.1:" in second.stdout
     # The second run reused the data folder: no new cluster was made.
     assert "initdb" not in second.stderr
     assert (data_dir / "postgres" / "replica1" / "standby.signal").exists()
+    assert (data_dir / "postgres" / "replica2" / "standby.signal").exists()
 
 
 def test_run_exits_with_the_command_status(data_dir: Path) -> None:

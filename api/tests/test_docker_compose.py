@@ -26,11 +26,21 @@ def test_primary_is_configured_for_streaming_replication(compose: dict[str, Any]
     assert "host replication" in compose["configs"]["allow-replication"]["content"]
 
 
-def test_replica_is_cloned_from_the_primary_as_a_standby(compose: dict[str, Any]) -> None:
-    replica = compose["services"]["db-replica"]
+@pytest.mark.parametrize(
+    ("service", "slot", "volume"),
+    [("db-replica", "replica1_slot", "db-replica-data"), ("db-replica-2", "replica2_slot", "db-replica-2-data")],
+)
+def test_replicas_are_cloned_from_the_primary_as_standbys(
+    compose: dict[str, Any], service: str, slot: str, volume: str
+) -> None:
+    replica = compose["services"][service]
     script = " ".join(replica["entrypoint"])
     assert "pg_basebackup -h db" in script
     assert " -R " in script
+    assert '-S "$$REPLICA_SLOT"' in script
+    assert replica["environment"]["REPLICA_SLOT"] == slot
+    assert replica["volumes"] == [f"{volume}:/var/lib/postgresql/data"]
+    assert volume in compose["volumes"]
     assert replica["depends_on"]["db"]["condition"] == "service_healthy"
 
 
@@ -45,7 +55,8 @@ def test_api_points_reads_at_the_replica_and_writes_at_the_primary(compose: dict
     api = compose["services"]["api"]
     environment = api["environment"]
     assert "@db:5432/" in environment["DATABASE_URL"]
-    assert "@db-replica:5432/" in environment["DATABASE_URL_READ"]
+    replica_urls = environment["DATABASE_URL_READ"].split(",")
+    assert ["@db-replica:5432/" in replica_urls[0], "@db-replica-2:5432/" in replica_urls[1]] == [True, True]
     assert environment["REDIS_URL"].startswith("redis://redis:")
     assert (REPO_DIR / api["build"]["dockerfile"]).exists()
     assert (API_DIR / "Dockerfile").exists()

@@ -10,7 +10,7 @@ from backend_app.devstack import LocalStack, free_port
 from tests.processes import running, wait_for_http
 
 
-def test_uvicorn_serves_health_database_with_primary_and_replica(stack: LocalStack, tmp_path: Path) -> None:
+def test_uvicorn_serves_health_database_with_primary_and_replicas(stack: LocalStack, tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "uvicorn.log"
     command = [sys.executable, "-m", "uvicorn", "backend_app.main:app", "--port", str(port)]
@@ -22,7 +22,7 @@ def test_uvicorn_serves_health_database_with_primary_and_replica(stack: LocalSta
     body = response.json()
     assert body["status"] == "healthy"
     assert body["primary"]["status"] == "healthy"
-    assert [replica["status"] for replica in body["replicas"]] == ["healthy"]
+    assert [replica["status"] for replica in body["replicas"]] == ["healthy", "healthy"]
     assert stack.primary is not None
     assert stack.primary.password not in response.text
     assert stack.primary.password not in log.read_text()

@@ -71,3 +71,28 @@ def record_effect_job(
     job = get_current_job()
     assert job is not None
     return _behave(job.id, key, sleep_after_effect=sleep_after_effect, fail_times=fail_times, fail=fail)
+
+
+async def _look_for_own_record(task_id: str) -> str:
+    # A replica read: the task's message carries the position of the write that recorded it.
+    async with get_database_router().read_session() as session:
+        found = await session.scalar(text("SELECT count(*) FROM task_records WHERE id = :t"), {"t": task_id})
+    return "seen" if found else "missing"
+
+
+def _read_back(task_id: str) -> dict[str, object]:
+    seen = run_async(_look_for_own_record(task_id))
+    run_async(_mark_effect(task_id, seen))
+    return {"record": seen}
+
+
+@celery_app.task(base=TrackedTask, name="tests.read_own_record")
+def read_own_record(key: str, **_options: object) -> dict[str, object]:
+    return _read_back(current_task.request.id)
+
+
+@tracked_job
+def read_own_record_job(key: str, **_options: object) -> dict[str, object]:
+    job = get_current_job()
+    assert job is not None
+    return _read_back(job.id)

@@ -343,6 +343,7 @@ class DatabaseRouter:
             self._replica_failed(node, error)
             return False
         self.counters.replica += 1
+        node.served += 1
         return True
 
     async def _place_if_replayed(self, session: AsyncReadSession, node: DatabaseNode, position: int) -> bool:
@@ -359,7 +360,9 @@ class DatabaseRouter:
             node.position = max(node.position or 0, replayed)
             if replayed >= position:
                 return True
-        self.counters.replica -= 1  # counted by _try_replica, but not served there after all
+        # Counted by _try_replica, but not served there after all.
+        self.counters.replica -= 1
+        node.served -= 1
         await self._unbind(session)
         return False
 

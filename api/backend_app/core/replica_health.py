@@ -97,6 +97,7 @@ class DatabaseNode:
     banned_until: float = 0.0  # monotonic
     out_reason: str | None = None
     outstanding: int = 0  # read sessions open on it now
+    served: int = 0  # read sessions placed on it since start
 
     @property
     def masked_url(self) -> str:
@@ -140,6 +141,7 @@ class DatabaseNode:
             banned_until=_wall_clock(self.banned_until) if not self.in_rotation else None,
             out_reason=None if self.in_rotation else self.out_reason,
             reads_in_progress=self.outstanding,
+            reads_served=self.served,
             status="healthy" if self.in_rotation and self.reachable is not False else "unhealthy",
         )
         return report

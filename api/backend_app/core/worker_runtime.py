@@ -8,6 +8,8 @@ pooled connections: the pid check below drops them without closing the parent's 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -15,6 +17,8 @@ from typing import Any, TypeVar
 from backend_app.core import read_replica
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid: int | None = None
@@ -40,6 +44,9 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
         _loop_pid = os.getpid()
     if _loop is None:
         _loop = asyncio.new_event_loop()
+        # A worker that exits normally closes its pools and stops the replica checks.
+        atexit.unregister(shutdown)
+        atexit.register(shutdown)
     read_replica.init_database()
     return _loop.run_until_complete(coroutine)
 
@@ -47,8 +54,12 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
 def shutdown() -> None:
     """Close this process's engines and loop (worker shutdown; tests that call worker code)."""
     global _loop, _loop_pid
-    if _loop is not None and _loop_pid == os.getpid():
-        _loop.run_until_complete(read_replica.close_database())
+    if _loop is not None and _loop_pid == os.getpid() and not _loop.is_closed():
+        # Bounded: a server that stopped answering must not hold up the worker's exit.
+        try:
+            _loop.run_until_complete(asyncio.wait_for(read_replica.close_database(), timeout=5))
+        except TimeoutError:
+            logger.warning("database connections did not close within 5s; exiting anyway")
         _loop.close()
     _loop = None
     _loop_pid = None

@@ -42,6 +42,27 @@ async def test_tasks_reach_celery_and_rq_workers_and_succeed(
     assert published_counts(relay_process) == 2
 
 
+async def test_workers_reading_from_replicas_see_the_write_that_queued_them(
+    probe_client: httpx.AsyncClient,
+    stack: LocalStack,
+    relay_process: Worker,
+    celery_process: Worker,
+    rq_process: Worker,
+) -> None:
+    # The replicas stop replaying: only the primary has the task records these writes make.
+    for replica in stack.replicas:
+        replica.psql("SELECT pg_wal_replay_pause()")
+    for backend in ("celery", "rq"):
+        response = await probe_client.post("/probe/tasks", json={"backend": backend, "key": backend, "read_back": True})
+        assert response.status_code == 201
+
+    await wait_until(lambda: all_succeeded(stack, 2), what="both tasks to succeed")
+
+    # Each task read its own record through a read session, placed by the message's position.
+    assert query(stack, "SELECT string_agg(key, ',') FROM test_task_effects") == "seen,seen"
+    assert stack.replicas[0].psql("SELECT count(*) FROM task_records") == "0"
+
+
 async def test_writes_succeed_while_redis_is_down_and_every_task_runs_once_after(
     probe_client: httpx.AsyncClient,
     stack: LocalStack,
