@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -102,7 +102,7 @@ async def throughput_ratio(requests: int, concurrency: int) -> tuple[float, floa
     return statistics.median(ratios), statistics.median(routed_rates), statistics.median(plain_rates)
 
 
-async def replica_killed_under_load(stack: LocalStack, concurrency: int, down_seconds: float) -> dict[str, float]:
+async def replica_killed_under_load(stack: LocalStack, concurrency: int, down_seconds: float) -> dict[str, Any]:
     from backend_app.core.config import Settings
     from backend_app.core.read_replica import get_database_router
     from backend_app.main import create_app
@@ -110,15 +110,22 @@ async def replica_killed_under_load(stack: LocalStack, concurrency: int, down_se
     victim = stack.replicas[0]
     app = create_app(Settings(_env_file=None))
     outcomes = {"ok": 0, "failed": 0}
+    failures: list[str] = []
     stop = asyncio.Event()
 
     async def one_client(client: httpx.AsyncClient) -> None:
         while not stop.is_set():
             try:
                 response = await client.get(LIST_PATH)
-                outcomes["ok" if response.status_code == 200 else "failed"] += 1
-            except httpx.HTTPError:
+            except Exception as error:  # counted and shown: a failed read is what we measure
                 outcomes["failed"] += 1
+                failures.append(f"{type(error).__name__}: {error}"[:300])
+                continue
+            if response.status_code == 200:
+                outcomes["ok"] += 1
+            else:
+                outcomes["failed"] += 1
+                failures.append(f"{response.status_code} {response.text[:200]}")
 
     async with app.router.lifespan_context(app):
         node = get_database_router().replicas[0]
@@ -145,6 +152,7 @@ async def replica_killed_under_load(stack: LocalStack, concurrency: int, down_se
         "back_after": back_after,
         "failovers": failovers,
         "served_before_kill": served_before_kill,
+        "failures": failures,
     }
 
 
@@ -179,6 +187,8 @@ def main() -> None:
             f"replica killed under load: {result['failed']:.0f} failed of {result['reads']:.0f} reads (goal 0),"
             f" {result['failovers']:.0f} statement(s) moved to another node"
         )
+        for failure in result["failures"][:5]:
+            print(f"  failed read: {failure}")
         print(
             f"restarted replica serving again after {result['back_after']:.2f} s (goal <= 5 s;"
             f" down {args.down:g} s, ban {get_settings().db_replica_ban_seconds:g} s,"

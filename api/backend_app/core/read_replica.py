@@ -279,7 +279,21 @@ class DatabaseRouter:
             await self._place(session, exclude=())
             yield session
         finally:
+            await self._close_read_session(session)
+
+    async def _close_read_session(self, session: AsyncReadSession) -> None:
+        try:
             await session.close()
+        except Exception as error:
+            # The reads are done; only the ROLLBACK of a read-only transaction was lost with a
+            # connection that just died. The caller has its data: no reason to fail it.
+            if not is_connection_error(error):
+                raise
+            node = session._node
+            if node is not None and node is not self.primary:
+                self._replica_failed(node, error)
+            logger.info("read session on %s closed with its connection gone (%s)", node and node.name, error)
+        finally:
             self._release(session)
 
     @asynccontextmanager
