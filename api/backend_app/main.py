@@ -37,6 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         router = init_database(settings)
         logger.info("database primary %s, %d replica(s)", router.primary.masked_url, len(router.replicas))
         if router.replicas:
+            # Know every node before the first request (bounded by DB_HEALTH_CHECK_TIMEOUT),
+            # then keep checking in the background.
+            await router.monitor.check()
             router.monitor.ensure_running()
         try:
             yield

@@ -244,34 +244,48 @@ class DatabaseRouter:
                 async with AsyncWriteSession(bind=connection, expire_on_commit=False) as session:
                     try:
                         yield session
-                    except BaseException:
+                    except BaseException as error:
                         await session.rollback()
+                        # A failure of this session's own connection is the primary's; anything
+                        # else (a route's 4xx, a read session's 503, Redis) passes through as it is.
+                        if isinstance(error, Exception) and is_connection_error(error) and connection.invalidated:
+                            raise PrimaryUnavailableError(f"primary unavailable: {type(error).__name__}") from error
                         raise
                     await session.commit()
                 if record_position is not None:
-                    record_position(await self._commit_position(connection))
+                    position = await self._commit_position(connection)
+                    if position is not None:
+                        record_position(position)
         except PrimaryUnavailableError:
             raise
-        except Exception as error:
+        except (DBAPIError, *CONNECTION_ERRORS) as error:
+            # Raised by connect, commit or rollback (errors from the block were handled above).
             if is_connection_error(error) or _is_read_only_primary(error):
                 raise PrimaryUnavailableError(f"primary unavailable: {type(error).__name__}") from error
             raise
 
     @staticmethod
-    async def _commit_position(connection: AsyncConnection) -> int:
+    async def _commit_position(connection: AsyncConnection) -> int | None:
         # After COMMIT, on the same connection and outside any transaction (one round trip):
         # the insert position is at or past the end of the commit record just written.
-        raw = await connection.get_raw_connection()
-        position = await raw.driver_connection.fetchval("SELECT pg_current_wal_insert_lsn()::text")  # type: ignore[union-attr]
-        return parse_lsn(position) or 0
+        try:
+            raw = await connection.get_raw_connection()
+            position = await raw.driver_connection.fetchval("SELECT pg_current_wal_insert_lsn()::text")  # type: ignore[union-attr]
+        except Exception as error:
+            # The write is committed: the client gets its 2xx, only without read-your-writes.
+            if not is_connection_error(error) and not isinstance(error, DBAPIError):
+                raise
+            logger.warning("committed, but could not read the WAL position (%s)", type(error).__name__)
+            return None
+        return parse_lsn(position)
 
     # -- reads ------------------------------------------------------------------------------
 
     @asynccontextmanager
     async def read_session(self, *, position: int | None = None) -> AsyncIterator[AsyncReadSession]:
         """A read-only session placed by the rules in the module docstring."""
-        if self.replicas:
-            self.monitor.ensure_running()
+        if self.replicas and not self.monitor.running:
+            await self.monitor.refresh_if_stale()
         session = AsyncReadSession(expire_on_commit=False)
         session._router = self
         session._position = position if position is not None else _required_position.get()
@@ -318,19 +332,21 @@ class DatabaseRouter:
             return
         position = session._position
         candidates = self._candidates(exclude)
-        primary_down = self.primary.reachable is False
-        if position is not None and not primary_down and candidates:
-            ready = [node for node in candidates if node.position is not None and node.position >= position]
-            if not ready:
-                # The monitor's figures are up to one interval old: ask the least busy replica.
-                if await self._place_if_replayed(session, candidates[0], position):
+        if position is not None and candidates:
+            # Read-your-writes, never skipped on a cached "primary down": replicas known to be
+            # past the position, then one asked directly, then the primary itself.
+            for node in candidates:
+                if node.position is not None and node.position >= position and await self._try_replica(session, node):
                     return
-                self.counters.primary_because_lag += 1
-                if await self._place_on_primary(session, limited=False):
-                    return
-                self.counters.stale_because_primary_down += 1
-            else:
-                candidates = ready
+            behind = [node for node in candidates if node.in_rotation and (node.position or 0) < position]
+            if behind and await self._place_if_replayed(session, behind[0], position):
+                return
+            self.counters.primary_because_lag += 1
+            if await self._place_on_primary(session, limited=False):
+                return
+            # The primary failed on this very request: a stale replica beats an error.
+            self.counters.stale_because_primary_down += 1
+            candidates = self._candidates(exclude)
         for node in candidates:
             if await self._try_replica(session, node):
                 return
@@ -344,7 +360,7 @@ class DatabaseRouter:
             if await self._try_replica(session, node):
                 self.counters.stale_because_primary_down += 1
                 return
-        raise PrimaryUnavailableError("no database node can serve reads")
+        raise ConnectionError("no database node can serve reads")
 
     async def _try_replica(self, session: AsyncReadSession, node: DatabaseNode) -> bool:
         try:
@@ -352,7 +368,9 @@ class DatabaseRouter:
         except PoolTimeoutError:
             return False  # busy, not down: every pooled connection is in use; no ban
         except Exception as error:
-            if not is_connection_error(error):
+            # Unreachable, or refusing us (password, pg_hba, missing database): either way
+            # this replica cannot serve; the others can.
+            if not is_connection_error(error) and not isinstance(error, DBAPIError):
                 raise
             self._replica_failed(node, error)
             return False
@@ -410,6 +428,7 @@ class DatabaseRouter:
         self._fallback_in_use += 1
 
     async def _bind(self, session: AsyncReadSession, node: DatabaseNode | None, engine: AsyncEngine) -> None:
+        session.bind = engine
         session.sync_session.bind = engine.sync_engine
         session._node = node if node is not None else self.primary
         if node is not None:
@@ -546,8 +565,14 @@ async def close_read_replica() -> None:
 
 
 def _remember_position(request: Request, position: int) -> None:
+    # Never older than what the client sent: with two writes in flight, the response that
+    # arrives last must not move the cookie back behind the other one.
+    try:
+        sent = request_position(request) or 0
+    except HTTPException:
+        sent = 0
     state = request.scope.setdefault("state", {})
-    state["db_position"] = max(position, state.get("db_position") or 0)
+    state["db_position"] = max(position, sent, state.get("db_position") or 0)
 
 
 def request_position(request: Request) -> int | None:

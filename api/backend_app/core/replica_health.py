@@ -42,7 +42,8 @@ PRIMARY_QUERY = (
 )
 REPLICA_QUERY = (
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
-    " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END"
+    " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END,"
+    " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
 )
 
 
@@ -96,6 +97,7 @@ class DatabaseNode:
     in_rotation: bool = True
     banned_until: float = 0.0  # monotonic
     out_reason: str | None = None
+    out_for_lag: bool = False
     outstanding: int = 0  # read sessions open on it now
     served: int = 0  # read sessions placed on it since start
 
@@ -189,19 +191,40 @@ class ReplicaMonitor:
         # (monotonic time, primary WAL end) samples: lag in seconds is read from here.
         self._history: deque[tuple[float, int]] = deque()
         self._history_seconds = max(30.0, 3 * settings.db_replica_max_lag_seconds)
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
         self.last_round_at: float | None = None
 
     # -- running -----------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """True while the background loop runs on the current event loop (the API's)."""
+        task = self._task
+        return task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
+
     def ensure_running(self) -> None:
-        """Start the background loop on the running event loop, once."""
-        if self._task is not None and not self._task.done() and self._task.get_loop() is asyncio.get_running_loop():
-            return
-        self._lock = asyncio.Lock()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="replica-monitor")
+        """Start the background loop on the running event loop, once (the API lifespan)."""
+        if not self.running:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="replica-monitor")
+
+    async def refresh_if_stale(self) -> None:
+        """Without a background loop (workers, whose loop only runs during a task): check
+        inline when the last round is older than the interval. A background task there would
+        have its timeouts expire while the loop is stopped between tasks."""
+        last = self.last_round_at
+        if last is None or time.monotonic() - last >= self.settings.db_health_check_interval:
+            await self.check()
+
+    def _current_lock(self) -> asyncio.Lock:
+        # One lock per event loop: a lock held by a check abandoned on a closed loop (a test's,
+        # a forked worker's) must not block this loop's checks forever.
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     async def _run(self) -> None:
         while True:
@@ -214,7 +237,7 @@ class ReplicaMonitor:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None and not task.done():
+        if task is not None and not task.done() and not task.get_loop().is_closed():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await task
@@ -230,7 +253,7 @@ class ReplicaMonitor:
 
     async def check(self) -> None:
         """Check every node now (concurrently) and update the rotation."""
-        async with self._lock:
+        async with self._current_lock():
             results = await asyncio.gather(
                 self._probe(self.primary, PRIMARY_QUERY),
                 *(self._probe(node, REPLICA_QUERY) for node in self.replicas),
@@ -267,13 +290,23 @@ class ReplicaMonitor:
         node.position = parse_lsn(lsn)
         if node.role == "primary" and node.position is not None:
             self._history.append((now, node.position))
-            while self._history and now - self._history[0][0] > self._history_seconds:
+            # Keep one sample older than the window: after an idle spell (a worker between
+            # tasks) lag is still measured against a known earlier position.
+            while len(self._history) > 1 and now - self._history[1][0] > self._history_seconds:
                 self._history.popleft()
 
-    def lag_seconds(self, replayed: int, now: float) -> float | None:
-        """How long ago the primary was at a position this replica has not replayed yet."""
+    def lag_seconds(self, replayed: int, now: float, replay_age: float | None) -> float | None:
+        """How long ago the primary was at a position this replica has not replayed yet.
+
+        When the replica is behind even the oldest sample (the history is young: just started,
+        or trimmed), that age is only a lower bound; the time since its last replayed commit
+        is then used too, as it is a fair figure exactly when WAL is waiting to be replayed.
+        """
         if not self._history:
             return None
+        oldest_at, oldest_position = self._history[0]
+        if oldest_position > replayed:
+            return round(max(now - oldest_at, replay_age or 0.0), 3)
         for sampled_at, primary_position in self._history:
             if primary_position > replayed:
                 return round(now - sampled_at, 3)
@@ -286,7 +319,7 @@ class ReplicaMonitor:
         if row is None:
             problem = f"unreachable ({node.error})"
         else:
-            in_recovery, replay_lsn, paused = row
+            in_recovery, replay_lsn, paused, replay_age = row
             node.role = "replica" if in_recovery else "primary"
             node.replay_paused = paused
             node.position = parse_lsn(replay_lsn) if in_recovery else None
@@ -296,7 +329,7 @@ class ReplicaMonitor:
                 node.lag_bytes = node.lag_seconds = None
             elif primary_fresh and node.position is not None and self.primary.position is not None:
                 node.lag_bytes = max(self.primary.position - node.position, 0)
-                node.lag_seconds = self.lag_seconds(node.position, now)
+                node.lag_seconds = self.lag_seconds(node.position, now, replay_age)
                 if node.lag_bytes > s.db_replica_max_lag_bytes:
                     problem = f"{node.lag_bytes} bytes behind (limit {s.db_replica_max_lag_bytes})"
                 elif node.lag_seconds is not None and node.lag_seconds > s.db_replica_max_lag_seconds:
@@ -305,9 +338,14 @@ class ReplicaMonitor:
                 # With the primary out of reach there is nothing to compare with; replicas
                 # cannot fall further behind a primary that is not writing.
                 node.lag_bytes = node.lag_seconds = None
+        lag_unknown = row is not None and node.role == "replica" and node.lag_bytes is None
         if problem is not None:
             node.ban(problem, s.db_replica_ban_seconds)
+            node.out_for_lag = "behind" in problem
+        elif node.out_for_lag and lag_unknown:
+            pass  # out for lag, and the primary cannot be measured now: no evidence it caught up
         elif not node.in_rotation and now >= node.banned_until:
             node.in_rotation = True
+            node.out_for_lag = False
             logger.info("replica %s (%s) back in rotation (was: %s)", node.name, node.masked_url, node.out_reason)
             node.out_reason = None

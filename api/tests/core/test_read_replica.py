@@ -381,3 +381,36 @@ async def test_without_replica_reads_use_the_primary(stack: LocalStack) -> None:
     assert server_names(stack)[response.json()["port"]] == "primary"
     assert health["status"] == "not_configured"
     assert health["replicas"] == []
+
+
+async def test_position_never_moves_back_behind_what_the_client_sent(
+    probe_client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    # As if another write of this client, committed later, answered first.
+    assert stack.primary is not None
+    current = parse_lsn(stack.primary.psql("SELECT pg_current_wal_insert_lsn()"))
+    assert current is not None
+    newer = current + 10_000_000
+    newer_text = f"{newer >> 32:X}/{newer & 0xFFFFFFFF:X}"
+    probe_client.cookies.set(POSITION_COOKIE, newer_text)
+
+    response = await probe_client.post("/probe/users", json={"username": "racer"})
+
+    assert response.status_code == 201
+    assert response.headers[POSITION_HEADER] == newer_text
+
+
+async def test_replica_refusing_our_credentials_is_banned_and_reads_go_on(stack: LocalStack) -> None:
+    good, refusing = stack.replicas[0], stack.replicas[1]
+    wrong_password = refusing.url().replace(f":{refusing.password}@", ":wrong-password@")
+    settings = Settings(_env_file=None, database_url_read=f"{good.url()},{wrong_password}")
+    application = create_app(settings)
+    application.include_router(probe)
+    async with application.router.lifespan_context(application), http_client(application) as client:
+        servers = [await served_by(client, stack) for _ in range(6)]
+        report = await replica_report("replica-2")
+
+    assert set(servers) == {"replica1"}
+    assert report["in_rotation"] is False
+    assert report["reachable"] is False
+    assert "wrong-password" not in str(report)
