@@ -41,6 +41,11 @@ def to_asyncpg_url(raw_url: str) -> str:
     return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
+def to_driver_dsn(url: str) -> str:
+    """The plain `postgresql://` form, for asyncpg.connect (connections outside the pools)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 _SECRET_QUERY_KEYS = {"password", "passwd", "pass", "secret", "token", "sslpassword"}
 
 

@@ -363,6 +363,16 @@ class DatabaseRouter:
         raise ConnectionError("no database node can serve reads")
 
     async def _try_replica(self, session: AsyncReadSession, node: DatabaseNode) -> bool:
+        if not await self._connect_replica(session, node):
+            return False
+        self._count_replica_read(node)
+        return True
+
+    def _count_replica_read(self, node: DatabaseNode) -> None:
+        self.counters.replica += 1
+        node.served += 1
+
+    async def _connect_replica(self, session: AsyncReadSession, node: DatabaseNode) -> bool:
         try:
             await self._bind(session, node, node.engine)
         except PoolTimeoutError:
@@ -374,12 +384,10 @@ class DatabaseRouter:
                 raise
             self._replica_failed(node, error)
             return False
-        self.counters.replica += 1
-        node.served += 1
         return True
 
     async def _place_if_replayed(self, session: AsyncReadSession, node: DatabaseNode, position: int) -> bool:
-        if not await self._try_replica(session, node):
+        if not await self._connect_replica(session, node):
             return False
         try:
             replayed = parse_lsn(await AsyncSession.scalar(session, text("SELECT pg_last_wal_replay_lsn()::text")))
@@ -391,10 +399,8 @@ class DatabaseRouter:
         if replayed is not None:
             node.position = max(node.position or 0, replayed)
             if replayed >= position:
+                self._count_replica_read(node)
                 return True
-        # Counted by _try_replica, but not served there after all.
-        self.counters.replica -= 1
-        node.served -= 1
         await self._unbind(session)
         return False
 
@@ -408,7 +414,6 @@ class DatabaseRouter:
             self._release(session)
             if not is_connection_error(error) or isinstance(error, PoolTimeoutError):
                 raise
-            self.primary.reachable = False
             return False
         return True
 

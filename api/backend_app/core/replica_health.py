@@ -29,10 +29,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend_app.core.config import Settings, mask_url
+from backend_app.core.config import Settings, mask_url, to_driver_dsn
 
 logger = logging.getLogger("backend_app.core.read_replica")
 
@@ -155,7 +154,7 @@ class NodeProbe:
     def __init__(self, node: DatabaseNode, timeout: float) -> None:
         self.node = node
         self.timeout = timeout
-        self.dsn = make_url(node.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.dsn = to_driver_dsn(node.url)
         self._connection: asyncpg.Connection | None = None
 
     async def fetch(self, query: str) -> asyncpg.Record:

@@ -23,12 +23,11 @@ import asyncpg
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 from rq.exceptions import DuplicateJobError
-from sqlalchemy.engine import make_url
 
 # celery_tasks registers the task classes, so publishing can read their options (redacted_kwargs).
 from backend_app.core import celery_tasks, rq_app  # noqa: F401
 from backend_app.core.celery_app import celery_app
-from backend_app.core.config import Settings, get_settings, mask_url
+from backend_app.core.config import Settings, get_settings, mask_url, to_driver_dsn
 from backend_app.core.logging import configure_logging
 from backend_app.core.read_replica import DatabaseRouter, init_database, is_connection_error
 from backend_app.outbox import repository as outbox_repository
@@ -128,18 +127,16 @@ class Relay:
         return len(published)
 
     async def _listen(self) -> asyncpg.Connection | None:
-        url = make_url(self.settings.database_url).set(drivername="postgresql")
+        dsn = to_driver_dsn(self.settings.database_url)
         try:
-            connection = await asyncpg.connect(
-                url.render_as_string(hide_password=False), timeout=self.settings.db_read_connect_timeout
-            )
+            connection = await asyncpg.connect(dsn, timeout=self.settings.db_read_connect_timeout)
             await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake.set())
         except Exception as error:
             if not is_connection_error(error) and not isinstance(error, asyncpg.PostgresError):
                 raise
-            logger.warning("cannot LISTEN on %s (%s); polling only", mask_url(str(url)), type(error).__name__)
+            logger.warning("cannot LISTEN on %s (%s); polling only", mask_url(dsn), type(error).__name__)
             return None
-        logger.info("listening for NOTIFY %s on %s", NOTIFY_CHANNEL, mask_url(str(url)))
+        logger.info("listening for NOTIFY %s on %s", NOTIFY_CHANNEL, mask_url(dsn))
         return connection
 
     async def run(self, stop: asyncio.Event) -> None:
