@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
+
+from bench.stack import bench_stack
 
 
 async def ingest(events: int, concurrency: int) -> float:
@@ -73,18 +72,9 @@ def main() -> None:
     parser.add_argument("--baseline-events", type=int, default=2000)
     args = parser.parse_args()
 
-    from backend_app.core.config import get_settings
-    from backend_app.devstack import LocalStack, run_migrations
-
-    root = Path(tempfile.mkdtemp(prefix="jobplatform-bench-analytics-"))
-    root.chmod(0o711)
-    stack = LocalStack(root, replicas=0, durable=True)
-    try:
-        stack.start()
-        os.environ.update(stack.environment())
-        os.environ["LOG_LEVEL"] = "WARNING"
-        get_settings.cache_clear()
-        run_migrations(dict(os.environ))
+    os.environ["LOG_LEVEL"] = "WARNING"
+    with bench_stack("analytics", replicas=0) as stack:
+        root = stack.root
         from tests.processes import BIN_DIR, Worker
 
         worker = Worker(
@@ -119,9 +109,6 @@ def main() -> None:
         print(f"analytics events stored end to end: {rate:,.0f}/s  ({args.events:,} events; goal >= 10,000/s)")
         print(f"  accepted by the API at {args.events / (accepted_at - started):,.0f}/s")
         print(f"  baseline, one INSERT per event: {baseline:,.0f}/s -> buffered ingestion is {rate / baseline:.1f}x")
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     cd api && python -m bench.outbox [--requests 2000] [--tasks 200]
 
 Starts its own PostgreSQL primary + replica and Redis (backend_app.devstack) in a temporary
-folder, plus the relay, a Celery worker and an RQ worker with their documented commands.
+folder, plus the relay, a Celery worker and the notifications queue's RQ worker (`BatchWorker`) with
+their documented commands.
 Prints, from one run:
 
 1. throughput of an API write that also records a task through the outbox, divided by the
@@ -18,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 from fastapi import APIRouter
 from sqlalchemy import text
 
 from backend_app.core.read_replica import WriteSession
+from bench.stack import bench_stack
 
 ROUNDS = 6
 
@@ -151,20 +149,12 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.15, help="seconds between latency tasks")
     args = parser.parse_args()
 
-    from backend_app.core.config import get_settings
     from backend_app.core.logging import configure_logging
-    from backend_app.devstack import LocalStack, run_migrations
 
     configure_logging("WARNING")
-    root = Path(tempfile.mkdtemp(prefix="jobplatform-bench-"))
-    root.chmod(0o711)
-    stack = LocalStack(root, replicas=1, durable=True)
-    try:
-        stack.start()
-        os.environ.update(stack.environment())
-        get_settings.cache_clear()
-        run_migrations(dict(os.environ))
-        from tests.processes import celery_worker, relay, rq_worker
+    with bench_stack("outbox", replicas=1) as stack:
+        root = stack.root
+        from tests.processes import celery_worker, relay, rq_worker_of_class
 
         ratio, plain, with_outbox = asyncio.run(throughput_ratio(args.requests, args.concurrency))
         print(f"write throughput with outbox / without: {ratio:.3f}  (goal >= 0.9)")
@@ -173,7 +163,9 @@ def main() -> None:
         # The throughput rounds recorded thousands of tasks; they must not queue ahead of these.
         assert stack.primary is not None
         stack.primary.psql("TRUNCATE outbox_messages, task_records, bench_events")
-        workers = [relay(root), celery_worker(root), rq_worker(root)]
+        # The notifications queue's recommended worker (Procfile), one process.
+        notifications_worker = rq_worker_of_class(root, "BatchWorker", "notifications")
+        workers = [relay(root), celery_worker(root), notifications_worker]
         try:
             for worker in workers:
                 worker.start()
@@ -188,9 +180,6 @@ def main() -> None:
                     f"commit -> task started, {backend}: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
                     f"  ({len(values)} tasks; goal p50 <= 10 ms, p99 <= 50 ms)"
                 )
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

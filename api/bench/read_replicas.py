@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from bench.stack import bench_stack
 
 if TYPE_CHECKING:
     from backend_app.devstack import LocalStack
@@ -165,17 +163,9 @@ def main() -> None:
 
     from backend_app.core.config import get_settings
     from backend_app.core.logging import configure_logging
-    from backend_app.devstack import LocalStack, run_migrations
 
     configure_logging("ERROR")
-    root = Path(tempfile.mkdtemp(prefix="jobplatform-bench-"))
-    root.chmod(0o711)
-    stack = LocalStack(root, replicas=2, durable=True)
-    try:
-        stack.start()
-        os.environ.update(stack.environment())
-        get_settings.cache_clear()
-        run_migrations(dict(os.environ))
+    with bench_stack("read-replicas", replicas=2) as stack:
         seed(stack)
 
         ratio, routed, plain = asyncio.run(throughput_ratio(args.requests, args.concurrency))
@@ -194,9 +184,6 @@ def main() -> None:
             f" down {args.down:g} s, ban {get_settings().db_replica_ban_seconds:g} s,"
             f" checks every {get_settings().db_health_check_interval:g} s)"
         )
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,15 @@ def test_task_tables(stack: LocalStack) -> Iterator[None]:
 
 
 @pytest.fixture
+def worker_code_in_this_process() -> Iterator[None]:
+    """Worker-side functions make their own loop and engines; close them after the test."""
+    from backend_app.core import worker_runtime
+
+    yield
+    worker_runtime.shutdown()
+
+
+@pytest.fixture
 def relay_process(tmp_path: Path, test_task_tables: None) -> Iterator[Worker]:
     worker = relay(tmp_path).start()
     yield worker

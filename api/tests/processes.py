@@ -71,10 +71,18 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout
 class Worker:
     """A real worker process started with its documented command from api/."""
 
-    def __init__(self, name: str, command: Sequence[str], ready_text: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        ready_text: str,
+        log_dir: Path,
+        ready: Callable[[Worker], bool] | None = None,
+    ) -> None:
         self.name = name
         self.command = list(command)
         self.ready_text = ready_text
+        self.ready = ready  # a further check once `ready_text` is printed
         self.log = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -90,7 +98,9 @@ class Worker:
         )
         offset = self.log.stat().st_size if self.log.exists() else 0
         deadline = time.monotonic() + timeout
-        while self.ready_text not in self.log.read_text(errors="replace")[offset:]:
+        while self.ready_text not in self.log.read_text(errors="replace")[offset:] or (
+            self.ready is not None and not self.ready(self)
+        ):
             if self.process.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
@@ -154,6 +164,42 @@ def celery_worker(log_dir: Path, name: str = "celery") -> Worker:
     )
 
 
+def in_rq_main_loop(worker: Worker) -> bool:
+    """Whether an RQ worker is past start-up. It prints `*** Listening on` before it takes the
+    scheduler lock and installs its signal handlers, and exits if Redis fails in between; only
+    its main loop marks it idle (or busy) in Redis."""
+    from rq.worker import Worker as RQWorker
+
+    from backend_app.core.rq_app import get_redis
+
+    assert worker.process is not None
+    return any(
+        found.pid == worker.process.pid and found.get_state() != "started"
+        for found in RQWorker.all(connection=get_redis())
+    )
+
+
+def rq_worker_of_class(log_dir: Path, worker_class: str, *queues: str, name: str | None = None) -> Worker:
+    """`rq worker QUEUES --worker-class backend_app.core.rq_worker.<worker_class>`: the
+    documented commands for the high-volume queues (BatchWorker, InProcessWorker) and video
+    (PreloadedWorker)."""
+    return Worker(
+        name or f"rq-{worker_class}",
+        [
+            str(BIN_DIR / "rq"),
+            "worker",
+            *queues,
+            "--url",
+            os.environ["REDIS_URL"],
+            "--worker-class",
+            f"backend_app.core.rq_worker.{worker_class}",
+        ],
+        "Listening on",
+        log_dir,
+        ready=in_rq_main_loop,
+    )
+
+
 def rq_worker(log_dir: Path, name: str = "rq") -> Worker:
     return Worker(
         name,
@@ -171,6 +217,7 @@ def rq_worker(log_dir: Path, name: str = "rq") -> Worker:
         ],
         "Listening on",
         log_dir,
+        ready=in_rq_main_loop,
     )
 
 

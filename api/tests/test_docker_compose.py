@@ -74,7 +74,8 @@ def test_background_services_run_the_documented_commands(compose: dict[str, Any]
         "-Q",
     ]
     assert services["celery-beat"]["command"][3] == "beat"
-    assert "rq worker notifications analytics --url" in services["rq-worker"]["command"][-1]
+    assert "rq worker-pool notifications analytics -n" in services["rq-worker"]["command"][-1]
+    assert "--worker-class backend_app.core.rq_worker.BatchWorker" in services["rq-worker"]["command"][-1]
     assert "rq worker video_processing --url" in services["rq-video-worker"]["command"][-1]
     for name in ("relay", "celery-worker", "celery-beat", "rq-worker", "rq-video-worker", "flower"):
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
@@ -86,8 +87,8 @@ def test_procfile_runs_every_process_from_api() -> None:
     assert all(command.startswith("cd api && exec ") for command in processes.values())
     assert "celery -A backend_app.core.celery_app worker --loglevel=info -Q emails" in processes["celery"]
     assert "celery -A backend_app.core.celery_app beat --loglevel=info" in processes["beat"]
-    assert "rq worker notifications analytics --url" in processes["rq"]
-    assert "--worker-class backend_app.core.rq_worker.InProcessWorker" in processes["rq"]
+    assert "rq worker-pool notifications analytics -n" in processes["rq"]
+    assert "--worker-class backend_app.core.rq_worker.BatchWorker" in processes["rq"]
     assert "rq worker video_processing --url" in processes["rq-video"]
     assert "celery -A backend_app.core.celery_app flower --port=" in processes["flower"]
 

@@ -96,3 +96,20 @@ def read_own_record_job(key: str, **_options: object) -> dict[str, object]:
     job = get_current_job()
     assert job is not None
     return _read_back(job.id)
+
+
+async def _effect_in_a_long_transaction(task_id: str, key: str, seconds: float) -> None:
+    async with get_database_router().write_session() as session:
+        await session.execute(
+            text("INSERT INTO test_task_effects (task_id, key) VALUES (:t, :k) ON CONFLICT DO NOTHING"),
+            {"t": task_id, "k": key},
+        )
+        await session.execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
+
+
+@tracked_job
+def slow_transaction_job(key: str, seconds: float) -> None:
+    """Writes its effect in a transaction that stays open `seconds` (longer than its timeout)."""
+    job = get_current_job()
+    assert job is not None
+    run_async(_effect_in_a_long_transaction(job.id, key, seconds))

@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,49}$")]
 
+# Recorded by the server itself (a signed-in user reading a job): figures built on them
+# (job views per day) must not be inflatable by clients posting events.
+SERVER_EVENT_TYPES = frozenset({"job_view"})
+
 
 class ClientEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -16,6 +20,13 @@ class ClientEvent(BaseModel):
     subject_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
     data: dict[str, Any] = Field(default_factory=dict, max_length=50)
     occurred_at: datetime | None = None
+
+    @field_validator("event_type")
+    @classmethod
+    def _client_type(cls, event_type: str) -> str:
+        if event_type in SERVER_EVENT_TYPES:
+            raise ValueError(f"{event_type} events are recorded by the server, not sent by clients")
+        return event_type
 
     @field_validator("data")
     @classmethod

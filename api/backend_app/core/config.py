@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     # Deliveries of one task before it is declared dead (retries and redeliveries together).
     task_max_attempts: int = Field(default=10, ge=1, le=1000)
 
+    # RQ's BatchWorker (core.rq_worker): jobs taken off a queue at once, and the longest a
+    # finished job waits for the rest of its batch before its status is written.
+    rq_batch_size: int = Field(default=100, ge=1, le=1000)
+    rq_batch_max_hold_seconds: float = Field(default=0.5, gt=0, le=60)
+
     # The outbox relay.
     outbox_poll_interval: float = Field(default=1.0, gt=0, le=60)
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)

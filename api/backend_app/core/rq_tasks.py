@@ -13,11 +13,17 @@ from rq import get_current_job
 
 from backend_app.analytics import service as analytics
 from backend_app.analytics.buffer import new_event
+from backend_app.core.config import get_settings
+from backend_app.core.logging import configure_worker_logging
 from backend_app.core.rq_app import get_redis
 from backend_app.health.canary import mark_canary_done
-from backend_app.notifications.service import notify
+from backend_app.notifications.service import Notice, notification_job
 from backend_app.tasks.tracking import tracked_job
 from backend_app.videos import service as videos
+
+# A stock `rq worker` imports this module in each work horse: give our log lines a handler there
+# (a no-op in the API, whose logging is configured first).
+configure_worker_logging(get_settings().log_level)
 
 
 def canary_job(canary_id: str) -> None:
@@ -39,17 +45,18 @@ def _task_id() -> str | None:
 
 
 @tracked_job
+@notification_job
 def send_push_notification_job(
     user_id: int, title: str, body: str, notification_type: str, data: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> Notice:
     """Store an in-app notification and push it to the user's devices (if they want pushes)."""
-    return notify(task_id=_task_id(), user_id=user_id, type=notification_type, title=title, body=body, data=data)
+    return Notice(user_id=user_id, type=notification_type, title=title, body=body, data=data or {})
 
 
 @tracked_job
-def send_new_follower_notification_job(follower_id: int, follower_name: str, followed_user_id: int) -> dict[str, Any]:
-    return notify(
-        task_id=_task_id(),
+@notification_job
+def send_new_follower_notification_job(follower_id: int, follower_name: str, followed_user_id: int) -> Notice:
+    return Notice(
         user_id=followed_user_id,
         type="follow",
         title="New follower",
@@ -59,9 +66,9 @@ def send_new_follower_notification_job(follower_id: int, follower_name: str, fol
 
 
 @tracked_job
-def send_new_like_notification_job(liker_id: int, liker_name: str, post_owner_id: int, post_id: int) -> dict[str, Any]:
-    return notify(
-        task_id=_task_id(),
+@notification_job
+def send_new_like_notification_job(liker_id: int, liker_name: str, post_owner_id: int, post_id: int) -> Notice:
+    return Notice(
         user_id=post_owner_id,
         type="like",
         title="New like",
@@ -71,11 +78,11 @@ def send_new_like_notification_job(liker_id: int, liker_name: str, post_owner_id
 
 
 @tracked_job
+@notification_job
 def send_new_comment_notification_job(
     commenter_id: int, commenter_name: str, post_owner_id: int, post_id: int, comment_preview: str
-) -> dict[str, Any]:
-    return notify(
-        task_id=_task_id(),
+) -> Notice:
+    return Notice(
         user_id=post_owner_id,
         type="comment",
         title=f"{commenter_name} commented on your post",
@@ -85,11 +92,11 @@ def send_new_comment_notification_job(
 
 
 @tracked_job
+@notification_job
 def send_new_message_notification_job(
     sender_id: int, sender_name: str, receiver_id: int, message_preview: str
-) -> dict[str, Any]:
-    return notify(
-        task_id=_task_id(),
+) -> Notice:
+    return Notice(
         user_id=receiver_id,
         type="message",
         title=f"New message from {sender_name}",

@@ -14,14 +14,24 @@ import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from billiard.exceptions import SoftTimeLimitExceeded
+from rq.timeouts import BaseTimeoutException
+
 from backend_app.core import read_replica
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
+# How long an interrupted task gets to unwind (roll back, release its connection).
+CANCEL_WAIT_SECONDS = 5
+
+# Raised by a signal handler when a job runs too long (RQ) or past its soft limit (Celery).
+INTERRUPTIONS = (BaseTimeoutException, SoftTimeLimitExceeded)
+
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid: int | None = None
+_interruption: BaseException | None = None
 
 
 def _forget_inherited_state() -> None:
@@ -38,17 +48,71 @@ def _forget_inherited_state() -> None:
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run `coroutine` to completion on this process's event loop."""
-    global _loop, _loop_pid
+    global _loop, _loop_pid, _interruption
     if _loop_pid != os.getpid():
         _forget_inherited_state()
         _loop_pid = os.getpid()
     if _loop is None:
         _loop = asyncio.new_event_loop()
+        _loop.set_exception_handler(_keep_interruptions)
         # A worker that exits normally closes its pools and stops the replica checks.
         atexit.unregister(shutdown)
         atexit.register(shutdown)
     read_replica.init_database()
-    return _loop.run_until_complete(coroutine)
+    _interruption = None
+    task = _loop.create_task(coroutine)
+    try:
+        result = _loop.run_until_complete(task)
+    except BaseException:
+        # Interrupted from outside (RQ's job timeout is a signal raising in this thread, a
+        # second Ctrl+C): the task would otherwise stay scheduled on the loop and go on
+        # during the next job's calls, committing work whose job has already failed.
+        # Cancelled here, its sessions roll back and return their connections.
+        interruption = _take_interruption()
+        _cancel(_loop, task)
+        if interruption is not None:
+            raise interruption from None
+        raise
+    interruption = _take_interruption()
+    if interruption is not None:
+        raise interruption  # it landed in a callback while the task was finishing
+    return result
+
+
+def _keep_interruptions(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A job timeout whose signal lands inside one of the loop's callbacks (not in a task,
+    not in the wait for I/O) would only be logged by asyncio, and the job would run on with
+    no timeout left: keep it and stop the loop, so `run_async` raises it."""
+    global _interruption
+    error = context.get("exception")
+    if isinstance(error, INTERRUPTIONS):
+        _interruption = error
+        loop.stop()
+        return
+    loop.default_exception_handler(context)
+
+
+def _take_interruption() -> BaseException | None:
+    global _interruption
+    interruption, _interruption = _interruption, None
+    return interruption
+
+
+def _cancel(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    if task.done():
+        return
+    task.cancel()
+    try:
+        loop.run_until_complete(asyncio.wait([task], timeout=CANCEL_WAIT_SECONDS))
+    except Exception as error:  # the original error is the one to raise; say this one
+        # (SystemExit and KeyboardInterrupt, a stop forced during the wait, go through.)
+        logger.warning("could not finish cancelling an interrupted task: %s", type(error).__name__)
+        return
+    if not task.done():
+        logger.warning("an interrupted task did not stop within %ss", CANCEL_WAIT_SECONDS)
+    elif not task.cancelled() and task.exception() is not None:
+        # Retrieved, so asyncio does not report it again later; the interruption is the story.
+        logger.info("an interrupted task ended with %s while unwinding", type(task.exception()).__name__)
 
 
 def shutdown() -> None:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
@@ -41,8 +42,20 @@ class Target:
 
 
 class PushProvider(Protocol):
-    def send(self, targets: list[Target], push: Push) -> set[str]:
-        """Deliver to every target; return the tokens the provider says are invalid."""
+    def send(self, targets: list[Target], push: Push, reached: set[str]) -> set[str]:
+        """Deliver to every target; return the tokens the provider says are invalid.
+
+        Adds each token the push reached to `reached` as it goes, so that when something
+        fails part-way the caller still knows which devices have it (and a retry skips them)."""
+
+
+def _each_device(targets: list[Target], deliver: Callable[[Target], bool], reached: set[str]) -> set[str]:
+    """Push to the targets one request each (`deliver` answers False for an invalid token);
+    returns the invalid tokens."""
+    invalid: set[str] = set()
+    for target in targets:
+        (reached if deliver(target) else invalid).add(target.token)
+    return invalid
 
 
 def _raise_for_status(response: httpx.Response, provider: str) -> None:
@@ -53,7 +66,8 @@ def _raise_for_status(response: httpx.Response, provider: str) -> None:
 
 
 class LogProvider:
-    def send(self, targets: list[Target], push: Push) -> set[str]:
+    def send(self, targets: list[Target], push: Push, reached: set[str]) -> set[str]:
+        reached.update(target.token for target in targets)
         logger.info("push (PUSH_PROVIDER=log) to %d device(s): %s: %s", len(targets), push.title, push.body)
         return set()
 
@@ -64,10 +78,10 @@ class WebhookProvider:
         self.secret = settings.push_webhook_secret
         self.client = client
 
-    def send(self, targets: list[Target], push: Push) -> set[str]:
+    def send(self, targets: list[Target], push: Push, reached: set[str]) -> set[str]:
         headers = {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
-        invalid = set()
-        for target in targets:
+
+        def deliver(target: Target) -> bool:
             payload = {
                 "token": target.token,
                 "platform": target.platform,
@@ -80,10 +94,11 @@ class WebhookProvider:
             except httpx.TransportError as error:
                 raise TransientTaskError(f"push webhook unreachable: {type(error).__name__}") from None
             if response.status_code == 410:
-                invalid.add(target.token)
-                continue
+                return False
             _raise_for_status(response, "push webhook")
-        return invalid
+            return True
+
+        return _each_device(targets, deliver, reached)
 
 
 class OneSignalProvider:
@@ -93,7 +108,7 @@ class OneSignalProvider:
         self.api_key = settings.onesignal_api_key
         self.client = client
 
-    def send(self, targets: list[Target], push: Push) -> set[str]:
+    def send(self, targets: list[Target], push: Push, reached: set[str]) -> set[str]:
         payload = {
             "app_id": self.app_id,
             "include_player_ids": [t.token for t in targets],
@@ -107,7 +122,9 @@ class OneSignalProvider:
             raise TransientTaskError(f"OneSignal unreachable: {type(error).__name__}") from None
         _raise_for_status(response, "OneSignal")
         errors = response.json().get("errors") or {}
-        return set(errors.get("invalid_player_ids", [])) if isinstance(errors, dict) else set()
+        invalid = set(errors.get("invalid_player_ids", [])) if isinstance(errors, dict) else set()
+        reached.update(target.token for target in targets if target.token not in invalid)
+        return invalid
 
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -139,10 +156,10 @@ class FcmProvider:
                 raise TransientTaskError(f"FCM token refresh failed: {type(error).__name__}") from None
         return self.credentials.token
 
-    def send(self, targets: list[Target], push: Push) -> set[str]:
+    def send(self, targets: list[Target], push: Push, reached: set[str]) -> set[str]:
         headers = {"Authorization": f"Bearer {self._access_token()}"}
-        invalid = set()
-        for target in targets:
+
+        def deliver(target: Target) -> bool:
             message = {
                 "message": {
                     "token": target.token,
@@ -156,10 +173,11 @@ class FcmProvider:
             except httpx.TransportError as error:
                 raise TransientTaskError(f"FCM unreachable: {type(error).__name__}") from None
             if _fcm_token_is_dead(response):
-                invalid.add(target.token)
-                continue
+                return False
             _raise_for_status(response, "FCM")
-        return invalid
+            return True
+
+        return _each_device(targets, deliver, reached)
 
 
 def _fcm_token_is_dead(response: httpx.Response) -> bool:

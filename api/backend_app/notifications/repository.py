@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +30,77 @@ async def add_once(
         await session.execute(select(Notification.id, Notification.pushed_at).where(Notification.task_id == task_id))
     ).one()
     return existing.id, existing.pushed_at is not None
+
+
+# Many notifications in one statement: each stored once per task id, and for each, what
+# pushing it needs (already pushed? does the user want this type pushed? their devices).
+# The SELECT reads the snapshot before the INSERT, so `existing` is only a redelivery's row.
+_ADD_MANY_ONCE = text(
+    """
+    WITH incoming AS (
+        SELECT * FROM unnest(
+            CAST(:task_ids AS varchar[]), CAST(:user_ids AS bigint[]), CAST(:types AS varchar[]),
+            CAST(:titles AS varchar[]), CAST(:bodies AS text[]), CAST(:datas AS jsonb[])
+        ) AS incoming(task_id, user_id, type, title, body, data)
+    ), inserted AS (
+        INSERT INTO notifications (task_id, user_id, type, title, body, data)
+        SELECT task_id, user_id, type, title, body, data FROM incoming
+        ON CONFLICT (task_id) DO NOTHING
+        RETURNING id, task_id
+    )
+    SELECT incoming.task_id,
+           coalesce(inserted.id, existing.id) AS id,
+           existing.pushed_at IS NOT NULL AS already_pushed,
+           coalesce(preference.push, true) AS wants_push,
+           coalesce(devices.tokens, '{}') AS tokens,
+           coalesce(devices.platforms, '{}') AS platforms
+    FROM incoming
+    LEFT JOIN inserted ON inserted.task_id = incoming.task_id
+    LEFT JOIN notifications existing ON existing.task_id = incoming.task_id
+    LEFT JOIN notification_preferences preference
+           ON preference.user_id = incoming.user_id AND preference.type = incoming.type
+    LEFT JOIN LATERAL (
+        SELECT array_agg(token ORDER BY id) AS tokens, array_agg(platform ORDER BY id) AS platforms
+        FROM devices WHERE devices.user_id = incoming.user_id
+    ) devices ON true
+    """
+)
+
+
+@dataclass(frozen=True)
+class StoredNotification:
+    id: int
+    already_pushed: bool
+    wants_push: bool
+    devices: list[tuple[str, str]]  # (token, platform)
+
+
+async def add_many_once(session: AsyncSession, notices: dict[str, dict[str, Any]]) -> dict[str, StoredNotification]:
+    """`add_once` for many notifications (task id -> user_id, type, title, body, data), one
+    statement; also answers whether each should be pushed, and to which devices. A task id
+    missing from the answer is being stored concurrently: store it with `add_once`."""
+    if not notices:
+        return {}
+    rows = await session.execute(
+        _ADD_MANY_ONCE,
+        {
+            "task_ids": list(notices),
+            "user_ids": [n["user_id"] for n in notices.values()],
+            "types": [n["type"] for n in notices.values()],
+            "titles": [n["title"] for n in notices.values()],
+            "bodies": [n["body"] for n in notices.values()],
+            "datas": [json.dumps(n["data"]) for n in notices.values()],
+        },
+    )
+    return {
+        row.task_id: StoredNotification(
+            row.id, row.already_pushed, row.wants_push, list(zip(row.tokens, row.platforms, strict=True))
+        )
+        for row in rows
+        # No id: another delivery of the same task inserted it after this statement's snapshot
+        # was taken. Left out, so that job stores (finds) it alone with `add_once`.
+        if row.id is not None
+    }
 
 
 async def mark_pushed(session: AsyncSession, notification_id: int) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend_app.tasks.models import FINISHED_STATUSES, WAITING_STATUSES, TaskBackend, TaskRecord, TaskStatus
@@ -31,6 +32,33 @@ async def mark_queued(session: AsyncSession, task_ids: list[str]) -> None:
     )
 
 
+@dataclass(frozen=True)
+class StartingTask:
+    task_id: str
+    queue: str
+    name: str
+    payload: dict[str, Any]
+
+
+# A started record, or one more attempt on an existing record that has not finished; arrays
+# in, so one statement (prepared once) serves one task or a whole batch.
+_START = text(
+    """
+    INSERT INTO task_records (id, backend, queue, name, payload, status, attempts, queued_at, started_at)
+    SELECT id, :backend, queue, name, payload, 'started', 1, now(), now()
+    FROM unnest(
+        CAST(:ids AS varchar[]), CAST(:queues AS varchar[]), CAST(:names AS varchar[]), CAST(:payloads AS jsonb[])
+    ) AS starting(id, queue, name, payload)
+    ORDER BY id  -- two batches lock shared rows in the same order
+    ON CONFLICT (id) DO UPDATE SET
+        status = 'started', attempts = task_records.attempts + 1,
+        started_at = now(), updated_at = now(), finished_at = NULL
+    WHERE task_records.status NOT IN ('succeeded', 'cancelled')
+    RETURNING id, attempts
+    """
+)
+
+
 async def start(
     session: AsyncSession,
     *,
@@ -45,33 +73,26 @@ async def start(
     Returns the attempt number, or None when the record is finished (succeeded or
     cancelled): a duplicate delivery. Only the number comes back: this runs for every task.
     """
-    statement = (
-        insert(TaskRecord)
-        .values(
-            id=task_id,
-            backend=backend,
-            queue=queue,
-            name=name,
-            payload=payload,
-            status=TaskStatus.started,
-            attempts=1,
-            queued_at=func.now(),
-            started_at=func.now(),
-        )
-        .on_conflict_do_update(
-            index_elements=[TaskRecord.id],
-            set_={
-                "status": TaskStatus.started,
-                "attempts": TaskRecord.attempts + 1,
-                "started_at": func.now(),
-                "updated_at": func.now(),
-                "finished_at": None,
-            },
-            where=TaskRecord.status.not_in([TaskStatus.succeeded, TaskStatus.cancelled]),
-        )
-        .returning(TaskRecord.attempts)
+    attempts = await start_many(session, backend=backend, tasks=[StartingTask(task_id, queue, name, payload)])
+    return attempts.get(task_id)
+
+
+async def start_many(session: AsyncSession, *, backend: TaskBackend, tasks: list[StartingTask]) -> dict[str, int]:
+    """`start` for many tasks in one statement: the attempt number of each task that should
+    run; a task missing from the answer is finished (a duplicate delivery). Ids must be unique."""
+    if not tasks:
+        return {}
+    rows = await session.execute(
+        _START,
+        {
+            "backend": backend.value,
+            "ids": [task.task_id for task in tasks],
+            "queues": [task.queue for task in tasks],
+            "names": [task.name for task in tasks],
+            "payloads": [json.dumps(task.payload) for task in tasks],
+        },
     )
-    return (await session.execute(statement)).scalar_one_or_none()
+    return {task_id: attempts for task_id, attempts in rows.all()}
 
 
 async def finish(
@@ -91,6 +112,36 @@ async def finish(
         values["last_error"] = error[:MAX_ERROR_LENGTH]
     await session.execute(
         update(TaskRecord).where(TaskRecord.id == task_id, TaskRecord.status.in_(_moves_to(status))).values(**values)
+    )
+
+
+_SUCCEED = text(
+    """
+    UPDATE task_records SET status = 'succeeded', result = finished.result, finished_at = now(), updated_at = now()
+    FROM unnest(CAST(:ids AS varchar[]), CAST(:results AS jsonb[])) AS finished(id, result)
+    WHERE task_records.id = finished.id AND task_records.status <> 'cancelled'
+    """
+)
+
+
+async def succeed_many(session: AsyncSession, results: dict[str, Any]) -> None:
+    """`finish(status=succeeded)` for many tasks in one statement; `results` maps id to result."""
+    if not results:
+        return
+    await session.execute(
+        _SUCCEED, {"ids": list(results), "results": [json.dumps(result) for result in results.values()]}
+    )
+
+
+async def unstart_many(session: AsyncSession, task_ids: list[str]) -> None:
+    """Undo `start` for tasks handed back to their queue before they ran (a worker stopping
+    part-way through a batch): queued again, and the attempt that never happened not counted."""
+    if not task_ids:
+        return
+    await session.execute(
+        update(TaskRecord)
+        .where(TaskRecord.id.in_(task_ids), TaskRecord.status == TaskStatus.started)
+        .values(status=TaskStatus.queued, attempts=func.greatest(TaskRecord.attempts - 1, 0), updated_at=func.now())
     )
 
 

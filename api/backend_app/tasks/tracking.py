@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from celery import Task
@@ -57,6 +59,11 @@ async def _start(task_id: str, backend: TaskBackend, queue: str, name: str, payl
         attempt = await repository.start(
             session, task_id=task_id, backend=backend, queue=queue, name=name, payload=payload
         )
+    return await _admit(task_id, name, attempt)
+
+
+async def _admit(task_id: str, name: str, attempt: int | None) -> bool:
+    """Whether a task whose record says `attempt` should run (None: it already finished)."""
     if attempt is None:
         logger.info("task %s (%s) already finished or cancelled; skipping this delivery", task_id, name)
         return False
@@ -141,6 +148,139 @@ class TrackedTask(Task):
         logger.error("task %s (%s) %s: %s", task_id, self.name, status.value, describe(exc))
 
 
+class JobBatch:
+    """Task-record bookkeeping for a batch of RQ jobs run one after another by one worker
+    (`core.rq_worker.BatchWorker`): one statement starts them all, one records their successes.
+
+    While the batch is active, `@tracked_job` takes each job's attempt from here instead of
+    writing its own start, and leaves its success here for `record_successes`. A job the
+    batch could not start (database down, or not part of the batch) tracks itself as usual.
+    """
+
+    def __init__(self) -> None:
+        self._attempts: dict[str, int | None] = {}
+        self._succeeded: dict[str, Any] = {}
+
+    def start(self, jobs: list[Job]) -> None:
+        """Record the tracked jobs among `jobs` as started, in one statement."""
+        tasks: dict[str, repository.StartingTask] = {}
+        for job in jobs:
+            if job.id not in tasks and is_tracked(job):
+                payload = {"args": list(job.args), "kwargs": dict(job.kwargs)}
+                tasks[job.id] = repository.StartingTask(job.id, job.origin, job.func_name, payload)
+        if not tasks:
+            return
+        try:
+            attempts = run_async(_start_many(list(tasks.values())))
+        except Exception as error:
+            # Database down, a deadlock, a row the statement refused: each job starts its own
+            # record as it would alone (and, with the database still down, fails and retries).
+            logger.warning(
+                "could not start %d task records together (%s); each job starts its own", len(tasks), describe(error)
+            )
+            return
+        self._attempts = {task_id: attempts.get(task_id) for task_id in tasks}
+
+    def take_attempt(self, job_id: str) -> tuple[bool, int | None]:
+        """(known, attempt): whether this batch started the job, and the attempt it recorded."""
+        if job_id not in self._attempts:
+            return False, None
+        return True, self._attempts.pop(job_id)
+
+    def will_run(self, job_id: str) -> bool:
+        """False for a job this batch found finished already or past its attempt limit."""
+        if job_id not in self._attempts:
+            return True  # untracked, or left to track itself
+        return _runs_without_check(self._attempts[job_id])
+
+    def succeeded(self, job_id: str, result: Any) -> None:
+        self._succeeded[job_id] = small_result(result)
+
+    def record_successes(self) -> None:
+        """Write the successes collected so far in one statement."""
+        succeeded, self._succeeded = self._succeeded, {}
+        if not succeeded:
+            return
+        try:
+            run_async(_succeed_many(succeeded))
+        except Exception as error:
+            if is_connection_error(error):
+                logger.error("could not record %d successes (database unavailable: %s)", len(succeeded), error)
+                return
+            # Not the database's absence (a deadlock, say): one at a time, as jobs alone do.
+            logger.warning(
+                "could not record %d successes together (%s); recording each", len(succeeded), describe(error)
+            )
+            for task_id, result in succeeded.items():
+                try:
+                    _record(task_id, TaskStatus.succeeded, result=result)
+                except Exception as single_error:
+                    # The job did succeed; its record stays `started` until the stalled-task
+                    # sweep marks it dead, which the log line explains. The batch goes on.
+                    logger.error("task %s: could not record its success (%s)", task_id, describe(single_error))
+
+    def hand_back(self, job_ids: list[str]) -> None:
+        """The worker returned these jobs to their queue unrun: their records go back to queued."""
+        started = [job_id for job_id in job_ids if self._attempts.pop(job_id, None) is not None]
+        if not started:
+            return
+        try:
+            run_async(_unstart_many(started))
+        except Exception as error:
+            # The jobs are back in their queue already; the records say started (one attempt
+            # too many) until the jobs run again.
+            logger.error("could not return %d task records to queued (%s)", len(started), describe(error))
+
+    @contextmanager
+    def active(self) -> Iterator[JobBatch]:
+        token = _current_batch.set(self)
+        try:
+            yield self
+        finally:
+            _current_batch.reset(token)
+
+
+_current_batch: ContextVar[JobBatch | None] = ContextVar("current_job_batch", default=None)
+
+
+async def _start_many(tasks: list[repository.StartingTask]) -> dict[str, int]:
+    async with get_database_router().write_session() as session:
+        return await repository.start_many(session, backend=TaskBackend.rq, tasks=tasks)
+
+
+async def _succeed_many(results: dict[str, Any]) -> None:
+    async with get_database_router().write_session() as session:
+        await repository.succeed_many(session, results)
+
+
+async def _unstart_many(task_ids: list[str]) -> None:
+    async with get_database_router().write_session() as session:
+        await repository.unstart_many(session, task_ids)
+
+
+def job_function_attribute(job: Job, name: str) -> Any:
+    """An attribute of the job's function (a mark a decorator left), or None."""
+    try:
+        return getattr(job.func, name, None)
+    except Exception:
+        # A job whose function cannot be imported fails when it runs, with RQ's own message.
+        return None
+
+
+def is_tracked(job: Job) -> bool:
+    """Whether the job's function is wrapped with `@tracked_job` (it keeps a task record)."""
+    return bool(job_function_attribute(job, TRACKED_MARK))
+
+
+def _runs_without_check(attempt: int | None) -> bool:
+    """Whether a job whose batch start recorded `attempt` runs straight away (not finished
+    already, not past its attempt limit); otherwise `_admit` decides and says why."""
+    return attempt is not None and attempt <= get_settings().task_max_attempts
+
+
+TRACKED_MARK = "keeps_task_record"
+
+
 def tracked_job(func: Callable[P, R]) -> Callable[P, R]:
     """Wrap an RQ job function with a durable record and duplicate skipping.
 
@@ -152,8 +292,19 @@ def tracked_job(func: Callable[P, R]) -> Callable[P, R]:
         job = get_current_job()
         if job is None:
             return func(*args, **kwargs)
-        payload = {"args": list(args), "kwargs": dict(kwargs)}
-        if not run_async(_start(job.id, TaskBackend.rq, job.origin, job.func_name, payload)):
+        batch = _current_batch.get()
+        started_by_batch, attempt = batch.take_attempt(job.id) if batch is not None else (False, None)
+        if started_by_batch and _runs_without_check(attempt):
+            # The common case, without a trip through the event loop; the batch worker logs
+            # one line per batch, so the per-job line is DEBUG.
+            should_run = True
+            logger.debug("task %s (%s) started, attempt %d", job.id, job.func_name, attempt)
+        elif started_by_batch:
+            should_run = run_async(_admit(job.id, job.func_name, attempt))
+        else:
+            payload = {"args": list(args), "kwargs": dict(kwargs)}
+            should_run = run_async(_start(job.id, TaskBackend.rq, job.origin, job.func_name, payload))
+        if not should_run:
             return None  # type: ignore[return-value]
         try:
             with reading_after(job.meta.get(DB_POSITION_KEY)):
@@ -161,10 +312,15 @@ def tracked_job(func: Callable[P, R]) -> Callable[P, R]:
         except PermanentTaskError:
             job.retries_left = 0  # RQ retries any exception; this one must not be
             raise
+        if started_by_batch:
+            assert batch is not None
+            batch.succeeded(job.id, result)
+            return result
         _record(job.id, TaskStatus.succeeded, result=small_result(result))
         logger.info("job %s (%s) succeeded", job.id, job.func_name)
         return result
 
+    setattr(wrapper, TRACKED_MARK, True)
     return wrapper
 
 

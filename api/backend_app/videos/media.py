@@ -8,7 +8,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.filter
 from av.error import FFmpegError
+from av.video.frame import VideoFrame
 
 
 class MediaError(Exception):
@@ -17,11 +19,21 @@ class MediaError(Exception):
 
 @dataclass(frozen=True)
 class Probe:
-    width: int
+    width: int  # as shown: a phone's portrait clip stored sideways with a rotation is tall
     height: int
     duration_seconds: float | None
     has_audio: bool
     format_name: str
+    rotation: int = 0  # degrees counter-clockwise the stored picture is turned for display
+
+
+def _rotation(frame: VideoFrame) -> int:
+    """The frame's display rotation (from its display matrix) as 0, 90, 180 or 270."""
+    return round((frame.rotation or 0) / 90) * 90 % 360
+
+
+def _shown_size(width: int, height: int, rotation: int) -> tuple[int, int]:
+    return (height, width) if rotation in (90, 270) else (width, height)
 
 
 def probe(path: Path) -> Probe:
@@ -32,14 +44,13 @@ def probe(path: Path) -> Probe:
             video = container.streams.video[0]
             if not video.codec_context.width or not video.codec_context.height:
                 raise MediaError("the video stream has no picture size")
+            first = next(container.decode(video), None)  # the display matrix travels with frames
+            if first is None:
+                raise MediaError("the video has no frames")
+            rotation = _rotation(first)
+            width, height = _shown_size(video.codec_context.width, video.codec_context.height, rotation)
             duration = float(container.duration / av.time_base) if container.duration else None
-            return Probe(
-                video.codec_context.width,
-                video.codec_context.height,
-                duration,
-                bool(container.streams.audio),
-                container.format.name,
-            )
+            return Probe(width, height, duration, bool(container.streams.audio), container.format.name, rotation)
     except FFmpegError as error:
         # FFmpeg's message names the file's path on the server; keep only its reason.
         raise MediaError(f"not a readable video ({error.strerror or type(error).__name__})") from None
@@ -50,15 +61,58 @@ def even(value: float) -> int:
     return max(2, round(value / 2) * 2)
 
 
-def transcode(source: Path, target: Path, *, height: int, on_progress: Callable[[float], None]) -> tuple[int, int]:
-    """H.264/AAC MP4 with the index at the front (faststart), scaled to `height`."""
+def scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """The size with the shorter side `short_side` (how "720p" is meant for portrait clips too)."""
+    if width >= height:
+        return even(width * short_side / height), even(short_side)
+    return even(short_side), even(height * short_side / width)
+
+
+# FFmpeg filters that turn a picture upright for each display rotation (counter-clockwise).
+_TURNS = {90: [("transpose", "cclock")], 180: [("hflip", ""), ("vflip", "")], 270: [("transpose", "clock")]}
+
+
+class _Upright:
+    """Turns decoded frames the way their display matrix says, so outputs are stored upright
+    (players need no matrix, and a JPEG thumbnail could not carry one)."""
+
+    def __init__(self) -> None:
+        self._graphs: dict[tuple[int, int, int, str], av.filter.Graph] = {}
+
+    def __call__(self, frame: VideoFrame) -> VideoFrame:
+        rotation = _rotation(frame)
+        if rotation == 0:
+            return frame
+        key = (rotation, frame.width, frame.height, frame.format.name)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = av.filter.Graph()
+            source = graph.add_buffer(
+                width=frame.width, height=frame.height, format=frame.format.name, time_base=frame.time_base
+            )
+            turns = [graph.add(name, argument) for name, argument in _TURNS[rotation]]
+            graph.link_nodes(source, *turns, graph.add("buffersink")).configure()
+            self._graphs[key] = graph
+        graph.push(frame)
+        turned = graph.pull()
+        assert isinstance(turned, VideoFrame)
+        return turned
+
+
+def transcode(
+    source: Path, target: Path, *, shown: Probe, short_side: int, on_progress: Callable[[float], None]
+) -> tuple[int, int]:
+    """H.264/AAC MP4 with the index at the front (faststart), upright, its shorter side
+    scaled to `short_side`. `shown` is the source's `probe` (its upright size). Returns the
+    output's width and height."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    # The output stream is sized before the first frame is decoded, from the upright size.
+    width, height = scaled_size(shown.width, shown.height, short_side)
+    upright = _Upright()
     try:
         with av.open(str(source)) as source_container:
             video_in = source_container.streams.video[0]
             audio_in = source_container.streams.audio[0] if source_container.streams.audio else None
-            width = even(video_in.codec_context.width * height / video_in.codec_context.height)
-            height = even(height)
             duration = float(source_container.duration / av.time_base) if source_container.duration else None
             with av.open(str(target), mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
                 video_out = output.add_stream("libx264", rate=video_in.average_rate or Fraction(25))
@@ -68,8 +122,8 @@ def transcode(source: Path, target: Path, *, height: int, on_progress: Callable[
                 streams = [video_in, *([audio_in] if audio_in else [])]
                 for packet in source_container.demux(*streams):
                     for frame in packet.decode():
-                        if packet.stream.type == "video":
-                            scaled = frame.reformat(width=width, height=height, format="yuv420p")
+                        if isinstance(frame, VideoFrame):
+                            scaled = upright(frame).reformat(width=width, height=height, format="yuv420p")
                             output.mux(video_out.encode(scaled))
                             if duration and frame.time is not None:
                                 on_progress(min(frame.time / duration, 1.0))
@@ -109,6 +163,7 @@ def thumbnail(source: Path, target: Path, *, at_seconds: float, max_width: int =
                     break
             if chosen is None:
                 raise MediaError("the video has no frames")
+            chosen = _Upright()(chosen)
             width = min(max_width, chosen.width)
             height = even(chosen.height * width / chosen.width)
             width = even(width)

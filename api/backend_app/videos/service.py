@@ -99,24 +99,26 @@ def process(*, video_id: int, video_path: str, options: dict[str, Any] | None) -
     output_dir = root / "videos" / media_key
     try:
         probed = media.probe(source)
-        heights = [(q, QUALITIES[q]) for q in wanted if QUALITIES[q] <= probed.height]
-        if not heights:  # smaller than every rendition asked for: keep its own size
-            heights = [("source", probed.height)]
+        # "720p" means a shorter side of 720 px (a portrait clip's rendition is 720 wide).
+        source_short_side = min(probed.width, probed.height)
+        sizes = [(q, QUALITIES[q]) for q in wanted if QUALITIES[q] <= source_short_side]
+        if not sizes:  # smaller than every rendition asked for: keep its own size
+            sizes = [("source", source_short_side)]
         if output_dir.exists():
             shutil.rmtree(output_dir)  # a retried job starts clean
         renditions = []
         last_reported = -1
-        for index, (quality, height) in enumerate(heights):
+        for index, (quality, short_side) in enumerate(sizes):
 
             def report(fraction: float, index: int = index) -> None:
                 nonlocal last_reported
-                percent = int(95 * (index + fraction) / len(heights))
+                percent = int(95 * (index + fraction) / len(sizes))
                 if percent >= last_reported + 5:
                     last_reported = percent
                     run_async(_update(video_id, progress=percent))
 
             target = output_dir / f"{quality}.mp4"
-            width, out_height = media.transcode(source, target, height=height, on_progress=report)
+            width, out_height = media.transcode(source, target, shown=probed, short_side=short_side, on_progress=report)
             relative = str(target.relative_to(root))
             renditions.append(
                 {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,25 +13,12 @@ from backend_app.analytics import buffer
 from backend_app.core import rq_app
 from backend_app.devstack import LocalStack
 from tests.accounts import sign_up
-from tests.processes import BIN_DIR, Worker, relay, wait_until
+from tests.processes import Worker, relay, rq_worker_of_class, wait_until
 
 
 @pytest.fixture
 def analytics_worker(tmp_path: Path) -> Iterator[Worker]:
-    worker = Worker(
-        "rq-analytics",
-        [
-            str(BIN_DIR / "rq"),
-            "worker",
-            "analytics",
-            "--url",
-            os.environ["REDIS_URL"],
-            "--worker-class",
-            "backend_app.core.rq_worker.InProcessWorker",
-        ],
-        "Listening on",
-        tmp_path,
-    ).start()
+    worker = rq_worker_of_class(tmp_path, "InProcessWorker", "analytics").start()
     yield worker
     worker.stop()
 
@@ -81,6 +67,15 @@ async def test_events_are_stored_directly_while_redis_is_down(client: httpx.Asyn
 )
 async def test_bad_batches_are_422(client: httpx.AsyncClient, batch: dict) -> None:
     assert (await client.post("/api/analytics/events", json=batch)).status_code == 422
+
+
+async def test_clients_cannot_send_the_events_the_server_records(client: httpx.AsyncClient, stack: LocalStack) -> None:
+    response = await client.post(
+        "/api/analytics/events", json={"events": [{"event_type": "job_view", "subject_id": 1}]}
+    )
+    assert response.status_code == 422
+    assert "job_view events are recorded by the server" in response.text
+    assert count(stack, "SELECT count(*) FROM analytics_events") == 0
 
 
 async def test_job_views_and_applications_per_job(
@@ -155,15 +150,6 @@ async def test_track_user_event_job_stores_one_event(stack: LocalStack, analytic
         stack.primary.psql("SELECT event_type || ':' || user_id || ':' || (data->>'source') FROM analytics_events")
         == "signup_completed:7:ads"
     )
-
-
-@pytest.fixture
-def worker_code_in_this_process() -> Iterator[None]:
-    """Worker-side functions make their own loop and engines; close them after the test."""
-    from backend_app.core import worker_runtime
-
-    yield
-    worker_runtime.shutdown()
 
 
 @pytest.mark.usefixtures("worker_code_in_this_process")

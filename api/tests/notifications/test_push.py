@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from rq import Callback, Queue, Retry
+from rq.job import Job
 
+from backend_app.core import rq_app
 from backend_app.core.config import get_settings
 from backend_app.devstack import LocalStack, free_port
 from backend_app.notifications.push import OneSignalProvider, Push, Target, WebhookProvider
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
 from tests.accounts import sign_up
-from tests.processes import BIN_DIR, Worker, relay, wait_until
+from tests.processes import Worker, relay, rq_worker_of_class, wait_until
+
+LIKE_JOB = "backend_app.core.rq_tasks.send_new_like_notification_job"
 
 
 class PushReceiver(ThreadingHTTPServer):
@@ -70,24 +75,16 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushReceiver]:
     get_settings.cache_clear()
 
 
+def batch_worker(log_dir: Path) -> Worker:
+    """The recommended command for the notifications queue."""
+    return rq_worker_of_class(log_dir, "BatchWorker", "notifications")
+
+
 @pytest.fixture
 def notification_workers(receiver: PushReceiver, tmp_path: Path) -> Iterator[PushReceiver]:
     workers = [
         relay(tmp_path),
-        Worker(
-            "rq-fast",
-            [
-                str(BIN_DIR / "rq"),
-                "worker",
-                "notifications",
-                "--url",
-                os.environ["REDIS_URL"],
-                "--worker-class",
-                "backend_app.core.rq_worker.InProcessWorker",
-            ],
-            "Listening on",
-            tmp_path,
-        ),
+        batch_worker(tmp_path),
     ]
     try:
         for worker in workers:
@@ -149,6 +146,144 @@ async def test_push_preference_off_keeps_the_notification_in_app_only(
     assert notification_workers.received == []
 
 
+async def test_batch_worker_stores_a_batch_of_notifications_at_once_and_pushes_each(
+    stack: LocalStack, receiver: PushReceiver, make_user: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
+    assert stack.primary is not None
+    ada_id, _ = make_user("ada")  # one device
+    bob_id, _ = make_user("bob")  # no device
+    cy_id, _ = make_user("cy")  # a device, but likes are not pushed to her
+    stack.primary.psql(
+        "INSERT INTO devices (user_id, token, platform)"
+        f" VALUES ({ada_id}, 'ada-phone', 'ios'), ({cy_id}, 'cy-phone', 'ios');"
+        f" INSERT INTO notification_preferences (user_id, type, push, email) VALUES ({cy_id}, 'like', false, true)"
+    )
+
+    def like_kwargs(owner_id: int, post_id: int) -> dict[str, Any]:
+        return {"liker_id": bob_id, "liker_name": "Bob", "post_owner_id": owner_id, "post_id": post_id}
+
+    def like(owner_id: int, post_id: int) -> None:
+        rq_app.publish("notifications", LIKE_JOB, kwargs=like_kwargs(owner_id, post_id))
+
+    def stored() -> str:
+        return stack.primary.psql("SELECT count(*) FROM notifications") if stack.primary else ""
+
+    # First batch: one job names a user that does not exist, so the batch statement is refused
+    # and every job does its own work: the good three are delivered, the bad one retries.
+    for owner_id in (ada_id, bob_id, cy_id, 10**12):
+        like(owner_id, post_id=1)
+    worker = batch_worker(tmp_path).start()
+    try:
+        await wait_until(lambda: stored() == "3", what="three notifications stored one by one")
+        await wait_until(
+            lambda: "batch of 4 from notifications: 3 succeeded, 1 retrying" in worker.output(), what="batch one"
+        )
+        # Second batch, all good: stored together (no fallback warning this time). Enqueued in
+        # one Redis transaction, so the waiting worker cannot wake for the first alone.
+        rq_app.get_queue("notifications").enqueue_many(
+            [
+                Queue.prepare_data(LIKE_JOB, kwargs=like_kwargs(owner_id, post_id=2))
+                for owner_id in (ada_id, bob_id, cy_id)
+            ]
+        )
+        await wait_until(lambda: stored() == "6", what="three more notifications")
+        await wait_until(
+            lambda: "batch of 3 from notifications: 3 succeeded, 0 retrying" in worker.output(), what="batch two"
+        )
+    finally:
+        worker.stop()
+
+    output = worker.output()
+    assert output.count("could not prepare 4 backend_app.core.rq_tasks.send_new_like_notification_job jobs") == 1
+    assert output.count("could not prepare") == 1
+    assert sorted(p["token"] for p in receiver.received) == ["ada-phone", "ada-phone"]
+    assert [p["body"] for p in receiver.received] == ["Bob liked your post"] * 2
+    assert stack.primary.psql(
+        "SELECT string_agg(u.username || ':' || (n.pushed_at IS NOT NULL), ',' ORDER BY n.id)"
+        " FROM notifications n JOIN users u ON u.id = n.user_id"
+    ) == ("ada:true,bob:false,cy:false,ada:true,bob:false,cy:false")
+    assert stack.primary.psql("SELECT count(*) FROM task_records WHERE status = 'succeeded'") == "6"
+
+
+def enqueue_like_retried_at_once(*, liker_id: int, owner_id: int) -> Job:
+    """A like notification whose retries come at once, so the test need not run RQ's scheduler."""
+    return rq_app.get_queue("notifications").enqueue_call(
+        LIKE_JOB,
+        kwargs={"liker_id": liker_id, "liker_name": "Bob", "post_owner_id": owner_id, "post_id": 1},
+        retry=Retry(max=2),
+        on_failure=Callback(rq_app.FAILURE_CALLBACK),
+    )
+
+
+async def test_a_retried_push_skips_the_devices_the_first_attempt_reached(
+    stack: LocalStack, receiver: PushReceiver, make_user: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
+    assert stack.primary is not None
+    ada_id, _ = make_user("ada")
+    bob_id, _ = make_user("bob")
+    stack.primary.psql(
+        "INSERT INTO devices (user_id, token, platform)"
+        f" VALUES ({ada_id}, 'ada-phone', 'ios'), ({ada_id}, 'ada-tablet', 'ios')"
+    )
+    tablet_answers = iter([503])  # the tablet's first push fails transiently, then 200s
+    receiver.status_for = lambda payload: next(tablet_answers, 200) if payload["token"] == "ada-tablet" else 200
+    job = enqueue_like_retried_at_once(liker_id=bob_id, owner_id=ada_id)
+    worker = batch_worker(tmp_path).start()
+    try:
+        await wait_until(lambda: rq_app.get_job_status(job.id)["status"] == "finished", what="the retried job")
+    finally:
+        worker.stop()
+
+    # Phone once, tablet twice (refused, then delivered): the retry did not push the phone again.
+    assert [p["token"] for p in receiver.received] == ["ada-phone", "ada-tablet", "ada-tablet"]
+    assert stack.primary.psql("SELECT count(*), bool_and(pushed_at IS NOT NULL) FROM notifications") == "1|t"
+    assert stack.primary.psql("SELECT status, attempts FROM task_records") == "succeeded|2"
+    assert job.get_meta(refresh=True)["pushed_tokens"] == ["ada-phone"]
+
+
+async def test_a_push_whose_record_failed_is_not_sent_again_on_retry(
+    stack: LocalStack, receiver: PushReceiver, make_user: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
+    assert stack.primary is not None
+    ada_id, _ = make_user("ada")
+    bob_id, _ = make_user("bob")
+    # The first UPDATE that marks a notification pushed is refused (a sequence is not rolled
+    # back with the failed transaction, so only the first one is): the push went out, its
+    # record did not.
+    stack.primary.psql(
+        f"""
+        INSERT INTO devices (user_id, token, platform) VALUES ({ada_id}, 'ada-phone', 'ios');
+        CREATE SEQUENCE refuse_once;
+        CREATE FUNCTION refuse_first_pushed_at() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.pushed_at IS NOT NULL AND nextval('refuse_once') = 1 THEN
+                RAISE EXCEPTION 'refused by test trigger';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_first_pushed_at BEFORE UPDATE ON notifications
+            FOR EACH ROW EXECUTE FUNCTION refuse_first_pushed_at();
+        """
+    )
+    try:
+        job = enqueue_like_retried_at_once(liker_id=bob_id, owner_id=ada_id)
+        worker = batch_worker(tmp_path).start()
+        try:
+            await wait_until(lambda: rq_app.get_job_status(job.id)["status"] == "finished", what="the retried job")
+        finally:
+            worker.stop()
+    finally:
+        stack.primary.psql(
+            "DROP TRIGGER refuse_first_pushed_at ON notifications;"
+            " DROP FUNCTION refuse_first_pushed_at(); DROP SEQUENCE refuse_once"
+        )
+
+    assert "refused by test trigger" in worker.output()
+    assert [p["token"] for p in receiver.received] == ["ada-phone"]
+    assert stack.primary.psql("SELECT count(*), bool_and(pushed_at IS NOT NULL) FROM notifications") == "1|t"
+    assert stack.primary.psql("SELECT status, attempts FROM task_records") == "succeeded|2"
+
+
 async def test_read_one_read_all_and_the_unread_filter(client: httpx.AsyncClient, stack: LocalStack) -> None:
     ada_id, ada = await sign_up(client, "ada")
     _, bob = await sign_up(client, "bob")
@@ -193,15 +328,22 @@ def test_webhook_provider_sorts_answers(receiver: PushReceiver) -> None:
         provider = WebhookProvider(settings, client)
         receiver.status_for = lambda payload: 503
         with pytest.raises(TransientTaskError, match="503"):
-            provider.send(targets, Push("t", "b"))
+            provider.send(targets, Push("t", "b"), set())
         receiver.status_for = lambda payload: 400
         with pytest.raises(PermanentTaskError, match="400"):
-            provider.send(targets, Push("t", "b"))
+            provider.send(targets, Push("t", "b"), set())
         receiver.status_for = lambda payload: 404
         with pytest.raises(PermanentTaskError, match="404"):
-            provider.send(targets, Push("t", "b"))
+            provider.send(targets, Push("t", "b"), set())
         receiver.status_for = lambda payload: 410
-        assert provider.send(targets, Push("t", "b")) == {"good-token-1"}
+        assert provider.send(targets, Push("t", "b"), set()) == {"good-token-1"}
+        # A failure part-way leaves word of the devices that had the push.
+        receiver.status_for = lambda payload: 503 if payload["token"] == "third" else 200
+        three = [Target("first", "web"), Target("second", "web"), Target("third", "web")]
+        reached: set[str] = set()
+        with pytest.raises(TransientTaskError, match="503"):
+            provider.send(three, Push("t", "b"), reached)
+        assert reached == {"first", "second"}
 
 
 def test_onesignal_provider_reports_invalid_player_ids(receiver: PushReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,11 +355,13 @@ def test_onesignal_provider_reports_invalid_player_ids(receiver: PushReceiver, m
     receiver.reply = {"id": "n1", "errors": {"invalid_player_ids": ["gone-player"]}}
 
     with httpx.Client(timeout=5) as client:
+        reached: set[str] = set()
         invalid = OneSignalProvider(get_settings(), client).send(
-            [Target("live-player", "ios"), Target("gone-player", "android")], Push("Hi", "There", {"k": "v"})
+            [Target("live-player", "ios"), Target("gone-player", "android")], Push("Hi", "There", {"k": "v"}), reached
         )
 
     assert invalid == {"gone-player"}
+    assert reached == {"live-player"}
     [request] = receiver.received
     assert request["app_id"] == "app-123"
     assert request["include_player_ids"] == ["live-player", "gone-player"]
@@ -269,11 +413,15 @@ def test_fcm_provider_mints_a_token_and_speaks_http_v1(
 
     receiver.status_for = answer
     with httpx.Client(timeout=5) as client:
+        reached: set[str] = set()
         invalid = FcmProvider(get_settings(), client).send(
-            [Target("live-token", "android"), Target("stale-token", "ios")], Push("Hi", "There", {"post_id": 7})
+            [Target("live-token", "android"), Target("stale-token", "ios")],
+            Push("Hi", "There", {"post_id": 7}),
+            reached,
         )
 
     assert invalid == {"stale-token"}
+    assert reached == {"live-token"}
     token_request, *sends = receiver.received
     assert token_request["_path"] == "/token"
     assert token_request["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"

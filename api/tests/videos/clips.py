@@ -10,14 +10,32 @@ from pathlib import Path
 import av
 
 
-def make_clip(path: Path, *, width: int = 854, height: int = 480, seconds: float = 2.0, fps: int = 12) -> Path:
+def make_clip(
+    path: Path,
+    *,
+    width: int = 854,
+    height: int = 480,
+    seconds: float = 2.0,
+    fps: int = 12,
+    rotation: int = 0,
+    bright_top: bool = False,
+) -> Path:
+    """`rotation`: a display matrix turning the stored picture that many degrees counter-
+    clockwise, as phones store portrait clips. `bright_top`: the stored picture's top half is
+    white and its bottom half black (instead of a moving gradient), to tell which way is up."""
     with av.open(str(path), mode="w", format="mp4") as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            video.set_display_rotation(rotation)
         audio = container.add_stream("aac", rate=44100)
         for index in range(int(seconds * fps)):
             frame = av.VideoFrame(width, height, "yuv420p")
-            luma = bytes((x + 3 * index) % 256 for x in range(frame.planes[0].line_size)) * height
+            line = frame.planes[0].line_size
+            if bright_top:
+                luma = bytes([235]) * (line * (height // 2)) + bytes([16]) * (line * (height - height // 2))
+            else:
+                luma = bytes((x + 3 * index) % 256 for x in range(line)) * height
             frame.planes[0].update(luma)
             frame.planes[1].update(bytes([128]) * (frame.planes[1].line_size * (height // 2)))
             frame.planes[2].update(bytes([128]) * (frame.planes[2].line_size * (height // 2)))

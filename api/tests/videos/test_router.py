@@ -15,7 +15,7 @@ import pytest
 from backend_app.core.config import get_settings
 from backend_app.devstack import LocalStack
 from tests.accounts import sign_up
-from tests.processes import BIN_DIR, Worker, relay
+from tests.processes import BIN_DIR, Worker, relay, rq_worker_of_class
 from tests.videos.clips import make_clip
 
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", "media"))
@@ -25,20 +25,7 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", "media"))
 def video_workers(tmp_path: Path) -> Iterator[None]:
     workers = [
         relay(tmp_path),
-        Worker(
-            "rq-video",
-            [
-                str(BIN_DIR / "rq"),
-                "worker",
-                "video_processing",
-                "--url",
-                os.environ["REDIS_URL"],
-                "--worker-class",
-                "backend_app.core.rq_worker.PreloadedWorker",
-            ],
-            "Listening on",
-            tmp_path,
-        ),
+        rq_worker_of_class(tmp_path, "PreloadedWorker", "video_processing"),
     ]
     try:
         for worker in workers:
@@ -105,6 +92,34 @@ async def test_upload_transcodes_without_upscaling_and_makes_a_thumbnail(
     assert served.content == path.read_bytes()
     assert stack.primary is not None
     assert stack.primary.psql(f"SELECT status FROM task_records WHERE id = '{accepted['task_id']}'") == "succeeded"
+
+
+async def test_a_phone_clip_stored_sideways_comes_out_upright_and_tall(
+    client: httpx.AsyncClient, tmp_path: Path, video_workers: None
+) -> None:
+    _, ada = await sign_up(client, "ada")
+    # Stored 854x480 with "turn 90 degrees counter-clockwise to show": a portrait 480x854 clip.
+    sideways = make_clip(tmp_path / "portrait.mp4", width=854, height=480, rotation=90, bright_top=True)
+
+    with sideways.open("rb") as file:
+        response = await client.post("/api/videos/upload", files={"file": ("portrait.mp4", file)}, headers=ada)
+    assert response.status_code == 202, response.text
+    video = await wait_for_status(client, response.json()["video_id"], ada, "ready")
+
+    assert (video["width"], video["height"]) == (480, 854)
+    # "480p" is the shorter side: the portrait clip is already 480 wide, so that is all it gets.
+    assert [(r["quality"], r["width"], r["height"]) for r in video["renditions"]] == [("480p", 480, 854)]
+    path = MEDIA_ROOT / video["renditions"][0]["path"]
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+    assert (frame.width, frame.height, frame.rotation) == (480, 854, 0), "turned in the pixels, no matrix left"
+    # The stored top (white) is on the left once turned counter-clockwise.
+    first_row = bytes(frame.planes[0])[: frame.width]
+    assert min(first_row[:200]) > 200
+    assert max(first_row[-200:]) < 50
+    with av.open(str(path.parent / "thumbnail.jpg")) as thumbnail:
+        picture = next(thumbnail.decode(video=0))
+    assert (picture.width, picture.height) == (480, 854)
 
 
 async def test_broken_input_ends_failed_with_the_reason(
