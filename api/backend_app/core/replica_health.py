@@ -45,6 +45,11 @@ REPLICA_QUERY = (
     " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
 )
 
+# How long the first check waits for a replica to replay the primary's first sample (see
+# ReplicaMonitor._settle_first_round), and how often it looks.
+FIRST_ROUND_SETTLE_SECONDS = 0.5
+FIRST_ROUND_SETTLE_STEP = 0.02
+
 
 def parse_lsn(lsn: str | None) -> int | None:
     """PostgreSQL prints WAL positions as 'HI/LO' in hex; as one integer they subtract to bytes."""
@@ -260,10 +265,33 @@ class ReplicaMonitor:
             now = time.monotonic()
             primary_row, *replica_rows = results
             self._update_primary(primary_row, now)
+            if len(self._history) == 1 and self._history[0][0] == now:
+                replica_rows = await asyncio.gather(
+                    *(self._settle_first_round(node, row) for node, row in zip(self.replicas, replica_rows, strict=True))
+                )
+                now = time.monotonic()
             for node, row in zip(self.replicas, replica_rows, strict=True):
                 self._update_replica(node, row, now)
             self.rounds += 1
             self.last_round_at = now
+
+    async def _settle_first_round(self, node: DatabaseNode, row: asyncpg.Record | None) -> asyncpg.Record | None:
+        """Give a replica behind the very first primary sample a moment to replay it.
+
+        With no history, a replica behind the primary is judged by the time since its last
+        replayed commit. A write committed just as the monitor starts (a deploy after a quiet
+        spell) leaves a healthy replica a few milliseconds behind, and that figure is then the
+        quiet spell, not the lag: re-read such a replica for up to FIRST_ROUND_SETTLE_SECONDS.
+        A replica really behind is still judged as before, at most that much later.
+        """
+        first_position = self._history[0][1]
+        deadline = time.monotonic() + FIRST_ROUND_SETTLE_SECONDS
+        while row is not None and row[0] and (parse_lsn(row[1]) or 0) < first_position:
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(FIRST_ROUND_SETTLE_STEP)
+            row = await self._probe(node, REPLICA_QUERY)
+        return row
 
     async def _probe(self, node: DatabaseNode, query: str) -> asyncpg.Record | None:
         started = time.perf_counter()
@@ -299,7 +327,8 @@ class ReplicaMonitor:
 
         When the replica is behind even the oldest sample (the history is young: just started,
         or trimmed), that age is only a lower bound; the time since its last replayed commit
-        is then used too, as it is a fair figure exactly when WAL is waiting to be replayed.
+        is then used too, as it is a fair figure when WAL has been waiting to be replayed (the
+        first check gives a replica that is only a moment behind time to catch up first).
         """
         if not self._history:
             return None

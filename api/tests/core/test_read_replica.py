@@ -20,6 +20,7 @@ from starlette.requests import Request
 from backend_app.core.config import Settings
 from backend_app.core.read_replica import (
     POSITION_COOKIE,
+    DatabaseRouter,
     POSITION_HEADER,
     AsyncReadSession,
     AsyncWriteSession,
@@ -88,6 +89,17 @@ async def served_by(client: httpx.AsyncClient, stack: LocalStack, path: str = "/
     response = await client.get(path)
     assert response.status_code == 200, response.text
     return server_names(stack)[response.json()["port"]]
+
+
+async def until_both_replicas_serve(client: httpx.AsyncClient, stack: LocalStack, *, seconds: float = 20) -> None:
+    """Wait for both replicas to be in rotation: on a loaded machine the monitor may have
+    benched them for lag when the app started (reads then go to the primary)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    seen: set[str] = set()
+    while not {"replica1", "replica2"} <= seen:
+        assert asyncio.get_running_loop().time() < deadline, f"only {sorted(seen)} served reads"
+        seen = {await served_by(client, stack) for _ in range(8)}
+        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -233,10 +245,39 @@ async def test_paused_replica_leaves_the_rotation_past_the_lag_limit_and_returns
 # -- failures ----------------------------------------------------------------------------------
 
 
+async def test_replica_a_moment_behind_at_start_up_is_not_benched_for_lag(stack: LocalStack, settings: Settings) -> None:
+    """A write committed as the monitor starts, after a quiet spell longer than the lag limit:
+    the time since the replica's last replayed commit is the quiet spell, not its lag."""
+    assert stack.primary is not None
+    replica1 = stack.replicas[0]
+    stack.wait_for_replicas()
+    await asyncio.sleep(settings.db_replica_max_lag_seconds + 0.5)  # nothing written meanwhile
+    replica1.psql("SELECT pg_wal_replay_pause()")
+    router = DatabaseRouter(settings)
+    try:
+        stack.primary.psql("CREATE TABLE written_at_start_up (id int)")
+        first_check = asyncio.create_task(router.monitor.check())
+        while router.primary.position is None:  # the primary's first sample is taken
+            assert not first_check.done(), "the first check ended without waiting for the replica"
+            await asyncio.sleep(0.005)
+        # The replica replays the write a moment after the sample, as a healthy one does.
+        await asyncio.to_thread(replica1.psql, "SELECT pg_wal_replay_resume()")
+        await first_check
+
+        [node] = [node for node in router.replicas if node.name == "replica-1"]
+        assert node.in_rotation, node.report()
+        assert node.lag_seconds == 0.0
+    finally:
+        replica1.psql("SELECT pg_wal_replay_resume()")
+        stack.primary.psql("DROP TABLE IF EXISTS written_at_start_up")
+        await router.dispose()
+
+
 async def test_replica_stopped_during_reads_fails_no_read_and_comes_back(
     probe_client: httpx.AsyncClient, stack: LocalStack, settings: Settings
 ) -> None:
     replica1 = stack.replicas[0]
+    await until_both_replicas_serve(probe_client, stack)
     reads = [asyncio.create_task(probe_client.get("/probe/slow?seconds=0.6")) for _ in range(16)]
     await asyncio.sleep(0.2)  # the reads are now running on both replicas
     await asyncio.to_thread(replica1.stop, "immediate")
@@ -310,6 +351,8 @@ async def test_with_every_replica_down_reads_use_the_primary_within_a_limit(stac
 
 async def test_promoted_replica_is_not_used_as_a_replica(probe_client: httpx.AsyncClient, stack: LocalStack) -> None:
     replica2 = stack.replicas[1]
+    # Replica 1 must be in rotation first, or a lag bench at app start sends the reads to the primary.
+    await until_both_replicas_serve(probe_client, stack)
     try:
         replica2._run("pg_ctl", "-D", str(replica2.data_dir), "-w", "promote")
 
