@@ -266,9 +266,8 @@ class ReplicaMonitor:
             primary_row, *replica_rows = results
             self._update_primary(primary_row, now)
             if len(self._history) == 1 and self._history[0][0] == now:
-                replica_rows = await asyncio.gather(
-                    *(self._settle_first_round(node, row) for node, row in zip(self.replicas, replica_rows, strict=True))
-                )
+                pairs = zip(self.replicas, replica_rows, strict=True)
+                replica_rows = await asyncio.gather(*(self._settle_first_round(node, row) for node, row in pairs))
                 now = time.monotonic()
             for node, row in zip(self.replicas, replica_rows, strict=True):
                 self._update_replica(node, row, now)

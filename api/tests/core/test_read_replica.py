@@ -20,10 +20,10 @@ from starlette.requests import Request
 from backend_app.core.config import Settings
 from backend_app.core.read_replica import (
     POSITION_COOKIE,
-    DatabaseRouter,
     POSITION_HEADER,
     AsyncReadSession,
     AsyncWriteSession,
+    DatabaseRouter,
     ReadSession,
     WriteSession,
     check_read_replica_health,
@@ -245,7 +245,9 @@ async def test_paused_replica_leaves_the_rotation_past_the_lag_limit_and_returns
 # -- failures ----------------------------------------------------------------------------------
 
 
-async def test_replica_a_moment_behind_at_start_up_is_not_benched_for_lag(stack: LocalStack, settings: Settings) -> None:
+async def test_replica_a_moment_behind_at_start_up_is_not_benched_for_lag(
+    stack: LocalStack, settings: Settings
+) -> None:
     """A write committed as the monitor starts, after a quiet spell longer than the lag limit:
     the time since the replica's last replayed commit is the quiet spell, not its lag."""
     assert stack.primary is not None
