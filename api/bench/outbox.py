@@ -94,15 +94,11 @@ async def throughput_ratios(requests: int, concurrency: int, rounds: int) -> tup
             for round_number in range(rounds):
                 # Which side goes first alternates, so a drift in the machine's speed (or a
                 # checkpoint, or autovacuum) during a pair does not always favour the same one.
-                if round_number % 2 == 0:
-                    plain = await measure_throughput(client, "/bench/plain", requests, concurrency)
-                    with_outbox = await measure_throughput(client, "/bench/with-outbox", requests, concurrency)
-                else:
-                    with_outbox = await measure_throughput(client, "/bench/with-outbox", requests, concurrency)
-                    plain = await measure_throughput(client, "/bench/plain", requests, concurrency)
-                plain_rates.append(plain)
-                outbox_rates.append(with_outbox)
-                ratios.append(with_outbox / plain)
+                paths = ["/bench/plain", "/bench/with-outbox"][:: 1 if round_number % 2 == 0 else -1]
+                rate = {path: await measure_throughput(client, path, requests, concurrency) for path in paths}
+                plain_rates.append(rate["/bench/plain"])
+                outbox_rates.append(rate["/bench/with-outbox"])
+                ratios.append(rate["/bench/with-outbox"] / rate["/bench/plain"])
     return ratios, statistics.median(plain_rates), statistics.median(outbox_rates)
 
 

@@ -205,14 +205,21 @@ async def test_batch_worker_stores_a_batch_of_notifications_at_once_and_pushes_e
     assert stack.primary.psql("SELECT count(*) FROM task_records WHERE status = 'succeeded'") == "6"
 
 
-def enqueue_like_retried_at_once(*, liker_id: int, owner_id: int) -> Job:
-    """A like notification whose retries come at once, so the test need not run RQ's scheduler."""
-    return rq_app.get_queue("notifications").enqueue_call(
+async def run_like_retried_at_once(log_dir: Path, *, liker_id: int, owner_id: int) -> tuple[Job, Worker]:
+    """A like notification whose retries come at once (so the test need not run RQ's
+    scheduler), run by the batch worker until it finishes; the worker is stopped on return."""
+    job = rq_app.get_queue("notifications").enqueue_call(
         LIKE_JOB,
         kwargs={"liker_id": liker_id, "liker_name": "Bob", "post_owner_id": owner_id, "post_id": 1},
         retry=Retry(max=2),
         on_failure=Callback(rq_app.FAILURE_CALLBACK),
     )
+    worker = batch_worker(log_dir).start()
+    try:
+        await wait_until(lambda: rq_app.get_job_status(job.id)["status"] == "finished", what="the retried job")
+    finally:
+        worker.stop()
+    return job, worker
 
 
 async def test_a_retried_push_skips_the_devices_the_first_attempt_reached(
@@ -227,12 +234,7 @@ async def test_a_retried_push_skips_the_devices_the_first_attempt_reached(
     )
     tablet_answers = iter([503])  # the tablet's first push fails transiently, then 200s
     receiver.status_for = lambda payload: next(tablet_answers, 200) if payload["token"] == "ada-tablet" else 200
-    job = enqueue_like_retried_at_once(liker_id=bob_id, owner_id=ada_id)
-    worker = batch_worker(tmp_path).start()
-    try:
-        await wait_until(lambda: rq_app.get_job_status(job.id)["status"] == "finished", what="the retried job")
-    finally:
-        worker.stop()
+    job, _ = await run_like_retried_at_once(tmp_path, liker_id=bob_id, owner_id=ada_id)
 
     # Phone once, tablet twice (refused, then delivered): the retry did not push the phone again.
     assert [p["token"] for p in receiver.received] == ["ada-phone", "ada-tablet", "ada-tablet"]
@@ -266,12 +268,7 @@ async def test_a_push_whose_record_failed_is_not_sent_again_on_retry(
         """
     )
     try:
-        job = enqueue_like_retried_at_once(liker_id=bob_id, owner_id=ada_id)
-        worker = batch_worker(tmp_path).start()
-        try:
-            await wait_until(lambda: rq_app.get_job_status(job.id)["status"] == "finished", what="the retried job")
-        finally:
-            worker.stop()
+        _, worker = await run_like_retried_at_once(tmp_path, liker_id=bob_id, owner_id=ada_id)
     finally:
         stack.primary.psql(
             "DROP TRIGGER refuse_first_pushed_at ON notifications;"
