@@ -1,4 +1,7 @@
-"""The analytics event buffer: a Redis list the API appends to and the analytics worker drains.
+"""The job-view buffer: a Redis list the API appends to and the analytics worker drains.
+
+Only server-side events recorded on read requests (job views) come through here, because a
+read must not write to the primary; events clients send are stored by their request.
 
 One event per RQ job is the wrong shape for page views (a stock RQ worker runs about ten
 jobs a second here). The API appends events to `analytics:events` (one RPUSH per request)

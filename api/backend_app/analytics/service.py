@@ -28,23 +28,24 @@ def buffer_events(events: list[dict[str, Any]]) -> None:
     buffer.append(rq_app.get_redis(), events, _queue_flush)
 
 
-async def accept(*, session: AsyncWriteSession, events: list[dict[str, Any]]) -> str:
-    """Take client events: into the buffer, or straight into PostgreSQL while Redis is down."""
-    try:
-        await asyncio.to_thread(buffer_events, events)
-        return "buffered"
-    except RedisError as error:
-        logger.warning(
-            "analytics buffer unavailable (%s); writing %d event(s) directly", type(error).__name__, len(events)
-        )
+async def accept(*, session: AsyncWriteSession, events: list[dict[str, Any]]) -> int:
+    """Store client events in the request's transaction: a 202 means they are in PostgreSQL.
+
+    They were once buffered in Redis, but a Redis restarted without its data lost the
+    buffer, and with it events the API had accepted. One multi-row insert per request (up to
+    100 events) is cheap on the primary; only server-side job views still use the buffer.
+    """
     for event in events:
         event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
-    await repository.insert_batch(session, events)
-    return "stored"
+    return await repository.insert_batch(session, events)
 
 
 async def record_server_event(event: dict[str, Any]) -> None:
-    """A server-side event (a job view) from a read request: buffered, never failing the request."""
+    """A server-side event (a job view) from a read request: buffered, never failing the request.
+
+    Best effort by design: a read must not write to the primary, so a view buffered in a
+    Redis that then loses its data (at most about a second of views) is not counted.
+    """
     try:
         await asyncio.to_thread(buffer_events, [event])
     except RedisError as error:
