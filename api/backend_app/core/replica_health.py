@@ -345,6 +345,8 @@ class ReplicaMonitor:
         problem: str | None = None
         if row is None:
             problem = f"unreachable ({node.error})"
+            # Unknown, not the last figures seen: a stale 0 would read as "caught up".
+            node.lag_bytes = node.lag_seconds = None
         else:
             in_recovery, replay_lsn, paused, replay_age = row
             node.role = "replica" if in_recovery else "primary"

@@ -62,6 +62,8 @@ async def test_stopped_replica_is_degraded_not_down(client: httpx.AsyncClient, s
     assert stopped["in_rotation"] is False
     assert stopped["banned_until"] is not None
     assert "unreachable" in stopped["out_reason"]
+    # Unknown while unreachable, not the last figures seen (a stale 0 reads as caught up).
+    assert (stopped["lag_bytes"], stopped["lag_seconds"]) == (None, None)
     assert running["status"] == "healthy"
 
 
