@@ -494,7 +494,30 @@ def run_migrations(env: dict[str, str]) -> None:
         raise StackError("alembic upgrade head failed (see above)")
 
 
-def _run_command(command: Sequence[str], env: dict[str, str]) -> int:
+# How often `run` checks that the servers it started are still up.
+WATCH_INTERVAL_SECONDS = 2.0
+
+
+def _restart_stopped_servers(stack: LocalStack) -> None:
+    """Start again a server that died under `make dev` (an OOM kill, a crash, a stray kill),
+    as a process manager would: the app's processes reconnect on their own."""
+    servers: list[PostgresServer | RedisServer] = [
+        *([stack.primary] if stack.primary else []),
+        *stack.replicas,
+        *([stack.redis] if stack.redis else []),
+    ]
+    for server in servers:
+        if server.is_running():
+            continue
+        name = "Redis" if isinstance(server, RedisServer) else f"PostgreSQL {server.name}"
+        _say(f"{name} on port {server.port} stopped; starting it again")
+        try:
+            server.start()
+        except StackError as error:
+            _say(f"{name} could not be started again: {error}")
+
+
+def _run_command(command: Sequence[str], env: dict[str, str], stack: LocalStack | None = None) -> int:
     child = subprocess.Popen(list(command), env=env)
 
     def forward(signum: int, _frame: object) -> None:
@@ -505,7 +528,12 @@ def _run_command(command: Sequence[str], env: dict[str, str]) -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGHUP, forward)
-    return child.wait()
+    while True:
+        try:
+            return child.wait(timeout=WATCH_INTERVAL_SECONDS)
+        except subprocess.TimeoutExpired:
+            if stack is not None:
+                _restart_stopped_servers(stack)
 
 
 def _say(message: str) -> None:
@@ -555,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stack.redis is not None:
             _say(f"Redis on {stack.redis.url}")
         run_migrations(env)
-        return _run_command(command, env)
+        return _run_command(command, env, stack)
     except StackError as error:
         _say(str(error))
         return 1

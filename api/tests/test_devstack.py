@@ -72,3 +72,32 @@ def test_run_starts_servers_migrates_runs_the_command_and_reuses_data(data_dir: 
 def test_run_exits_with_the_command_status(data_dir: Path) -> None:
     result = run_devstack(data_dir, sys.executable, "-c", "raise SystemExit(3)")
     assert result.returncode == 3
+
+
+# Kills the Redis that devstack started (as a crash would), then waits for it to answer again.
+KILL_REDIS_AND_WAIT = """
+import os, signal, socket, sys, time
+port = int(os.environ['REDIS_URL'].rsplit(':', 1)[1].split('/')[0])
+pid = int(open(sys.argv[1]).read())
+os.kill(pid, signal.SIGKILL)
+deadline = time.monotonic() + 30
+time.sleep(0.5)
+while time.monotonic() < deadline:
+    try:
+        with socket.create_connection(('127.0.0.1', port), timeout=1) as sock:
+            sock.sendall(b'PING\\r\\n')
+            if sock.recv(16).startswith(b'+PONG'):
+                print('REDIS BACK')
+                break
+    except OSError:
+        pass
+    time.sleep(0.2)
+"""
+
+
+def test_run_starts_a_server_again_when_it_dies(data_dir: Path) -> None:
+    result = run_devstack(data_dir, sys.executable, "-c", KILL_REDIS_AND_WAIT, str(data_dir / "redis" / "redis.pid"))
+
+    assert result.returncode == 0, result.stderr
+    assert "REDIS BACK" in result.stdout, result.stderr
+    assert "stopped; starting it again" in result.stderr
