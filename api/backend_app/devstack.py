@@ -23,6 +23,7 @@ import json
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -542,6 +543,17 @@ def _say(message: str) -> None:
         print(f"devstack: {message}", file=sys.stderr, flush=True)
 
 
+def _print_environment(data_dir: Path, replicas: int) -> int:
+    """What a process started by hand needs to join `make dev`'s servers."""
+    if not (data_dir / "ports.json").exists():
+        _say(f"no local stack under {data_dir}: run `make dev` first")
+        return 1
+    stack = LocalStack(data_dir, replicas=replicas)
+    for name, value in stack.environment().items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend_app.devstack", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -552,7 +564,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--redis-port", type=int, default=26379)
     run.add_argument("--any-ports", action="store_true", help="pick free ports instead of the fixed ones")
     run.add_argument("command", nargs=argparse.REMAINDER)
+    show = sub.add_parser("env", help="print `export` lines for the servers `make dev` runs (to eval in a shell)")
+    show.add_argument("--data-dir", type=Path, default=API_DIR.parent / ".devdata")
+    show.add_argument("--replicas", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.action == "env":
+        return _print_environment(args.data_dir, args.replicas)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")

@@ -68,6 +68,20 @@ def test_run_starts_servers_migrates_runs_the_command_and_reuses_data(data_dir: 
     assert (data_dir / "postgres" / "replica1" / "standby.signal").exists()
     assert (data_dir / "postgres" / "replica2" / "standby.signal").exists()
 
+    # `env` prints what a process started by hand needs to join the same servers.
+    exports = subprocess.run(
+        [sys.executable, "-m", "backend_app.devstack", "env", "--data-dir", str(data_dir)],
+        cwd=API_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    primary = second.stdout.split("DB ", 1)[1].split()[0]
+    redis_url = second.stdout.split("REDIS ", 1)[1].split()[0]
+    assert "export DATABASE_URL=postgresql://postgres:" in exports
+    assert f"@{primary}" in exports.splitlines()[0]
+    assert f"export REDIS_URL={redis_url}" in exports
+
 
 def test_run_exits_with_the_command_status(data_dir: Path) -> None:
     result = run_devstack(data_dir, sys.executable, "-c", "raise SystemExit(3)")
