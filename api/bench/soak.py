@@ -92,6 +92,16 @@ SOAK_DEFAULTS = {
 }
 
 REDIS_KINDS = ("redis_stop_5s", "redis_stop_30s", "redis_stop_long", "redis_data_loss")
+# The queues whose in-flight tasks a fault interrupts (None: every queue).
+FAULT_QUEUES: dict[str, tuple[str, ...] | None] = {
+    **dict.fromkeys(REDIS_KINDS),
+    "kill_relay": None,
+    "kill_celery_parent": ("emails",),
+    "kill_celery_child": ("emails",),
+    "kill_rq_horse": ("video_processing",),
+    "kill_rq_pool": ("notifications", "analytics"),
+    "kill_rq_video": ("video_processing",),
+}
 # One round, interleaved so that no two faults of a kind of process follow each other.
 ROUND = (
     "kill_relay",
@@ -110,14 +120,16 @@ ROUND = (
     "redis_stop_long",
 )
 # The paths each fault kind touches: its recovery is the slowest of their canaries.
+# "inflight": every task unfinished when the fault ended (in the queues it touched) finishes:
+# the interrupted and the delayed work is done, not only new work.
 CANARIES = {
-    **{kind: ("email", "push", "analytics", "video") for kind in REDIS_KINDS},
-    "kill_relay": ("email", "push"),
-    "kill_celery_parent": ("email",),
-    "kill_celery_child": ("email",),
-    "kill_rq_horse": ("video",),
-    "kill_rq_pool": ("push", "analytics"),
-    "kill_rq_video": ("video",),
+    **{kind: ("email", "push", "analytics", "video", "inflight") for kind in REDIS_KINDS},
+    "kill_relay": ("email", "push", "inflight"),
+    "kill_celery_parent": ("email", "inflight"),
+    "kill_celery_child": ("email", "inflight"),
+    "kill_rq_horse": ("video", "inflight"),
+    "kill_rq_pool": ("push", "analytics", "inflight"),
+    "kill_rq_video": ("video", "inflight"),
     "kill_beat": ("beat",),
     "kill_api": ("api",),
     "replica_stop": ("api",),
@@ -197,6 +209,12 @@ class SoakReport:
         return sorted(name for name, state in self.process_states.items() if state != "RUNNING")
 
     @property
+    def unprovoked_exits(self) -> dict[str, int]:
+        """Exits the soak did not cause: under `make dev` (honcho) each would stop every process."""
+        found = {name: count - self.kills.get(name, 0) for name, count in self.exits.items()}
+        return {name: count for name, count in found.items() if count > 0}
+
+    @property
     def ok(self) -> bool:
         return not self.failures()
 
@@ -212,6 +230,9 @@ class SoakReport:
             found.append(f"failed/dead tasks {self.verdict.failed_tasks}")
         if self.manual_restarts:
             found.append(f"not running at the end: {', '.join(self.manual_restarts)}")
+        if self.unprovoked_exits:
+            exits = ", ".join(f"{name} {n}" for name, n in sorted(self.unprovoked_exits.items()))
+            found.append(f"processes exited on their own: {exits}")
         if self.server_errors:
             found.append(f"5xx answers {len(self.server_errors)}")
         if self.honcho is not None and not self.honcho.ok:
@@ -264,6 +285,8 @@ class SoakReport:
             + ", ".join(
                 f"{name} {n} (killed by the soak {self.kills.get(name, 0)})" for name, n in sorted(self.exits.items())
             ),
+            "exited on their own "
+            + (", ".join(f"{k} {n}" for k, n in sorted(self.unprovoked_exits.items())) or "none"),
             "not running at end  " + (", ".join(self.manual_restarts) or "none"),
             "tracebacks in logs  " + (", ".join(f"{k} {n}" for k, n in sorted(self.tracebacks.items()) if n) or "none"),
         ]
@@ -297,9 +320,17 @@ class SoakReport:
 
 class Soak:
     def __init__(
-        self, minutes: float, *, clients: int, pause: float, recovery_timeout: float, kinds: list[str] | None
+        self,
+        minutes: float,
+        *,
+        clients: int,
+        pause: float,
+        recovery_timeout: float,
+        kinds: list[str] | None,
+        environ: dict[str, str],
     ) -> None:
         self.minutes = minutes
+        self.environ = environ
         self.kinds = kinds
         self.clients = clients
         self.pause = pause
@@ -315,10 +346,10 @@ class Soak:
     def environment(self) -> tuple[dict[str, str], dict[str, str]]:
         from backend_app.devstack import free_port
 
-        settings = {key: os.environ.get(key, value) for key, value in SOAK_DEFAULTS.items()}
+        settings = {key: self.environ.get(key, value) for key, value in SOAK_DEFAULTS.items()}
         self.api_port = free_port()
         env = {
-            **os.environ,
+            **self.environ,
             **settings,
             **self.stack.environment(),
             "MEDIA_ROOT": str(self.root / "media"),
@@ -370,8 +401,30 @@ class Soak:
             await asyncio.sleep(0.25)
         return False
 
-    async def canary(self, path: str, deadline: float) -> bool:
+    def unfinished_tasks(self, queues: tuple[str, ...] | None) -> set[str]:
+        where = "status IN ('pending', 'queued', 'started', 'retrying')"
+        if queues:
+            where += " AND queue IN (" + ", ".join(f"'{q}'" for q in queues) + ")"
+        return set(filter(None, self.psql(f"SELECT id FROM task_records WHERE {where}").splitlines()))
+
+    async def canary(self, path: str, deadline: float, inflight: set[str] | None = None) -> bool:
         load = self.load
+        if path == "inflight":
+            waiting = set(inflight or ())
+
+            async def finished() -> bool:
+                if not waiting:
+                    return True
+                ids = ", ".join(f"'{task_id}'" for task_id in waiting)
+                sql = f"SELECT id FROM task_records WHERE id IN ({ids}) AND status <> 'succeeded'"
+                still = set(filter(None, (await asyncio.to_thread(self.psql, sql)).splitlines()))
+                waiting.intersection_update(still)
+                return not waiting
+
+            ok = await self._until(finished, deadline)
+            if not ok:
+                self.unrecovered_tasks = sorted(waiting)
+            return ok
         first = True
         while time.monotonic() < deadline:
             if not first:
@@ -431,10 +484,12 @@ class Soak:
     async def recovery(self, kind: str, fault_end: float) -> tuple[float | None, str]:
         deadline = fault_end + self.recovery_timeout
         paths = CANARIES[kind]
+        inflight = await asyncio.to_thread(self.unfinished_tasks, FAULT_QUEUES.get(kind))
+        self.unrecovered_tasks: list[str] = []
 
         async def timed(path: str) -> tuple[str, float | None]:
             try:
-                ok = await self.canary(path, deadline)
+                ok = await self.canary(path, deadline, inflight)
             except Exception as error:  # the canary itself broke: say so rather than hang the soak
                 self.report.errors.append(f"canary {path} after {kind}: {type(error).__name__}: {error}")
                 ok = False
@@ -442,7 +497,9 @@ class Soak:
 
         results = await asyncio.gather(*(timed(path) for path in paths))
         if any(seconds is None for _, seconds in results):
-            return None, ",".join(path for path, seconds in results if seconds is None) + " did not recover"
+            failed = ",".join(path for path, seconds in results if seconds is None)
+            tasks = f" (unfinished: {', '.join(self.unrecovered_tasks[:5])})" if self.unrecovered_tasks else ""
+            return None, f"{failed} did not recover{tasks}"
         path, seconds = max(results, key=lambda item: item[1] or 0.0)
         return seconds, f"({path})"
 
@@ -483,10 +540,10 @@ class Soak:
         program, targets = await self._kill_targets(kind)
         pool_children = children_of(targets[0]) if kind == "kill_celery_parent" and targets else []
         if not targets:
-            return f"nothing to kill ({program} not running)"
+            return f"nothing killed: no {program} process (or work horse) found"
         sigkill(targets)
         if kind in ("kill_celery_child", "kill_rq_horse"):
-            return f"pid {targets[0]}"
+            return ""
         self.kills[program] += 1
         new_pid = await asyncio.to_thread(self.supervisor.wait_running, program, not_pid=targets[0], timeout=60)
         note = "" if new_pid else f"{program} not restarted within 60 s"
@@ -525,16 +582,17 @@ class Soak:
             parent = self._pid("rq-video")
             if not parent:
                 return "rq-video", []
-            upload = asyncio.create_task(self.load.upload_video(long=True))
+            # Its other children (RQ's scheduler) were there before the upload; the horse is new.
+            # Killed once its video is being transcoded: mid-job, not at the fork.
+            before = set(children_of(parent))
+            video_id = await self.load.upload_video(long=True)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                horses = children_of(parent)
-                if horses:
-                    await asyncio.sleep(0.3)  # into the job, past the fork
-                    await upload
-                    return "rq-video", [h for h in horses if alive(h)][:1]
-                await asyncio.sleep(0.05)
-            await upload
+            while video_id is not None and time.monotonic() < deadline:
+                horses = [pid for pid in children_of(parent) if pid not in before and alive(pid)]
+                sql = f"SELECT status FROM videos WHERE id = {video_id}"
+                if horses and await asyncio.to_thread(self.psql, sql) == "processing":
+                    return "rq-video", horses[:1]
+                await asyncio.sleep(0.02)
             return "rq-video", []
         raise ValueError(kind)
 
@@ -667,11 +725,23 @@ def run_soak(
     recovery_timeout: float | None = None,
     honcho: bool = True,
     kinds: list[str] | None = None,
+    environ: dict[str, str] | None = None,
 ) -> SoakReport:
-    """Run the whole soak; returns the report (its `table()` and `details()` say the rest)."""
+    """Run the whole soak; returns the report (its `table()` and `details()` say the rest).
+
+    `environ` is what the processes inherit (default: this process's environment); setting
+    overrides go there."""
     drain = 60 * (drain_minutes if drain_minutes is not None else min(8.0, max(3.0, minutes * 0.8)))
-    timeout = recovery_timeout if recovery_timeout is not None else min(120.0, max(60.0, minutes * 12))
-    soak = Soak(minutes, clients=clients, pause=pause, recovery_timeout=timeout, kinds=kinds)
+    # Long enough for a killed video job's retry (RQ waits 60 s before the first).
+    timeout = recovery_timeout if recovery_timeout is not None else 120.0
+    soak = Soak(
+        minutes,
+        clients=clients,
+        pause=pause,
+        recovery_timeout=timeout,
+        kinds=kinds,
+        environ=dict(os.environ if environ is None else environ),
+    )
     return asyncio.run(soak.run(drain_seconds=drain, honcho=honcho))
 
 

@@ -100,7 +100,7 @@ class Load:
         self.jobs: list[tuple[int, int]] = []  # (job id, employer id)
         self.posts: list[tuple[int, int]] = []  # (post id, author id)
         self.video = tiny_video()
-        self.long_video = tiny_video(seconds=4, size=240, fps=25)
+        self.long_video = tiny_video(seconds=8, size=720, fps=25)  # a few seconds of work for a horse
         self.http: httpx.AsyncClient | None = None
         self.stopping = asyncio.Event()
 
