@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -168,6 +169,7 @@ class FaultResult:
     recovery: float | None  # None: a canary did not get through within the timeout
     slowest: str = ""
     note: str = ""
+    health: str = ""  # /health/queues once the paths worked again
 
 
 @dataclass
@@ -315,6 +317,7 @@ class SoakReport:
             for r in self.faults:
                 recovery = "not recovered" if r.recovery is None else f"{r.recovery:.1f}s"
                 lines.append(f"  +{r.at:6.0f}s {r.kind:<20} {recovery:>14} {r.slowest} {r.note}".rstrip())
+                lines.append(f"{'':>10}/health/queues then: {r.health}")
         return "\n".join(lines)
 
 
@@ -609,19 +612,39 @@ class Soak:
                 note = f"injection failed: {type(error).__name__}: {error}"
                 self.report.errors.append(f"{fault.kind}: {note}")
             recovered, slowest = await self.recovery(fault.kind, time.monotonic())
-            result = FaultResult(fault.kind, fault.seconds, at, recovered, slowest, note)
+            result = FaultResult(fault.kind, fault.seconds, at, recovered, slowest, note, await self.queue_health())
             self.report.faults.append(result)
             shown = "NOT RECOVERED" if recovered is None else f"{recovered:.1f}s"
             print(f"[soak +{time.monotonic() - self.started:5.0f}s]   recovered {shown} {slowest} {note}", flush=True)
 
+    async def queue_health(self) -> str:
+        """What /health/queues says (its status and problems), to compare with what happened."""
+        assert self.load.http is not None
+        try:
+            response = await self.load.http.get("/health/queues", timeout=60)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as error:
+            return f"/health/queues failed: {type(error).__name__}"
+        problems = "; ".join(body.get("problems") or [])
+        return f"{response.status_code} {body.get('status')}" + (f": {problems}" if problems else "")
+
     # -- the run --------------------------------------------------------------------------------
 
     async def drain(self, seconds: float) -> Verdict:
+        """Check until everything expected arrived, or nothing can change any more (no task
+        unfinished, the outbox empty, the same shortfall for three checks), or time is up."""
         started = time.monotonic()
+        quiet_checks = 0
+        last_missing = -1
         while True:
             verdict = await asyncio.to_thread(check, self.psql, self.load.ledger, self.inbox, self.pushes)
             self.report.drain_seconds = time.monotonic() - started
             if verdict.settled or time.monotonic() - started > seconds:
+                return verdict
+            idle = verdict.stuck == 0 and verdict.outbox_unpublished == 0 and verdict.lost_total == last_missing
+            quiet_checks = quiet_checks + 1 if idle else 0
+            last_missing = verdict.lost_total
+            if quiet_checks >= 3:
                 return verdict
             print(
                 f"[soak drain {self.report.drain_seconds:4.0f}s] missing {verdict.lost_total},"
@@ -731,6 +754,9 @@ def run_soak(
 
     `environ` is what the processes inherit (default: this process's environment); setting
     overrides go there."""
+    # One log line per request or SMTP command would bury the report.
+    for noisy in ("httpx", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     drain = 60 * (drain_minutes if drain_minutes is not None else min(8.0, max(3.0, minutes * 0.8)))
     # Long enough for a killed video job's retry (RQ waits 60 s before the first).
     timeout = recovery_timeout if recovery_timeout is not None else 120.0
