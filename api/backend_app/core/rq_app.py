@@ -18,9 +18,12 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Callback, Queue, Retry
+from rq.defaults import DEFAULT_WORKER_TTL
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+from rq.scheduler import RQScheduler
+from rq.utils import now
 from rq.worker import Worker
 
 from backend_app.core.config import get_settings, mask_url
@@ -46,6 +49,9 @@ QUEUE_CONFIG: dict[str, QueueSettings] = {
     VIDEO_QUEUE: QueueSettings(1800, 86400, 14 * 86400, (60, 300)),
 }
 RQ_QUEUES = tuple(QUEUE_CONFIG)
+
+# Our worker classes record with each heartbeat how long it holds (see `live_workers`).
+HEARTBEAT_TTL_FIELD = "heartbeat_ttl"
 
 # Failures are recorded on the task record; this runs in the worker for every failure path
 # (an exception, a timeout, a killed work horse, an abandoned job).
@@ -172,13 +178,57 @@ def cancel_job(job_id: str) -> bool:
     return True
 
 
+def live_workers(redis: Redis) -> list[Worker]:
+    """The registered RQ workers that are alive: each one's last heartbeat is younger than the
+    TTL it promised with it (the `heartbeat_ttl` field our worker classes write: 60 s idle,
+    90 s for a busy forking worker, a batch's longest job timeout + 60 s for a busy
+    BatchWorker) or, for a worker that does not write it, than RQ's default worker TTL (420 s).
+
+    `Worker.all()` also lists a worker that was SIGKILLed, until its key expires (up to 480 s
+    for a stock worker); one that misses its promised heartbeat is left out here at once."""
+    current = now()
+    alive = []
+    for worker in Worker.all(connection=redis):
+        promised = redis.hget(worker.key, HEARTBEAT_TTL_FIELD)
+        allowed = int(promised) if promised is not None else DEFAULT_WORKER_TTL
+        if worker.last_heartbeat is not None and (current - worker.last_heartbeat).total_seconds() <= allowed:
+            alive.append(worker)
+    return alive
+
+
+def scheduler_lock_holders(redis: Redis) -> dict[str, str | None]:
+    """For each RQ queue, the name of the scheduler holding `rq:scheduler-lock:<queue>`, or
+    None when no scheduler holds it (retries and delayed jobs of that queue then never move).
+    A scheduler renews its locks every second; a lock lapses 61 s after its holder died."""
+    with redis.pipeline(transaction=False) as pipeline:
+        for name in RQ_QUEUES:
+            pipeline.get(RQScheduler.get_locking_key(name))
+        holders = pipeline.execute()
+    return {
+        name: holder.decode() if holder is not None else None for name, holder in zip(RQ_QUEUES, holders, strict=True)
+    }
+
+
+def overdue_scheduled(redis: Redis, grace_seconds: float) -> dict[str, int]:
+    """For each RQ queue, how many jobs in its ScheduledJobRegistry (retries waiting for their
+    delay, `enqueue_in`/`enqueue_at` jobs) were due more than `grace_seconds` ago. A running
+    scheduler moves a due job to its queue within a second, so any count above zero with a
+    few seconds' grace means no scheduler is working for that queue."""
+    cutoff = now().timestamp() - grace_seconds
+    with redis.pipeline(transaction=False) as pipeline:
+        for name in RQ_QUEUES:
+            pipeline.zcount(ScheduledJobRegistry(name, connection=redis).key, 0, cutoff)
+        counts = pipeline.execute()
+    return dict(zip(RQ_QUEUES, counts, strict=True))
+
+
 def check_rq_health() -> dict[str, Any]:
-    """Redis reachability, per-queue depth/started/failed counts and registered workers."""
+    """Redis reachability, per-queue depth/started/failed counts and live workers."""
     redis = get_redis()
     report: dict[str, Any] = {"redis_url": mask_url(get_settings().redis_url)}
     try:
         redis.ping()
-        workers = Worker.all(connection=redis)
+        workers = live_workers(redis)
         queues = {}
         for name in RQ_QUEUES:
             queue = get_queue(name)
