@@ -90,6 +90,10 @@ REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutE
 # An idle worker beats this often; its key expires this long after its last beat.
 IDLE_HEARTBEAT_SECONDS = 15
 IDLE_HEARTBEAT_TTL = 60
+# Registry maintenance (abandoned jobs back to their retries, stuck intermediate jobs, dead
+# workers' entries) at least this often; RQ's default of 10 minutes leaves a job that an
+# outage or a killed worker interrupted waiting that long.
+MAINTENANCE_SECONDS = 60
 # Signals only the worker's main thread may take (stop requests, RQ's job timeout alarm).
 THREAD_MASKED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGALRM}
 
@@ -200,6 +204,7 @@ class OutageTolerantWorker(BaseWorker):
       one warning and one "back" line instead of a line per attempt or a traceback.
     - A heartbeat that finds the worker's key gone (Redis restarted without its data)
       registers the worker again (`rq:workers`, its queues' sets, its hash).
+    - Registries are cleaned (abandoned jobs failed into their retries) every minute.
     - An idle worker beats every `IDLE_HEARTBEAT_SECONDS` and its key expires
       `IDLE_HEARTBEAT_TTL` seconds after its last beat, so a SIGKILLed worker stops being
       counted within a minute (RQ's default: 7 minutes). Each beat also records the TTL it
@@ -210,6 +215,7 @@ class OutageTolerantWorker(BaseWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.maintenance_interval = min(self.maintenance_interval, MAINTENANCE_SECONDS)
         self._outage = _Outage(self.log, f"worker {self.name}")
         self._quiet_reconnects = _QuietReconnects(self._outage)
         self.log.addFilter(self._quiet_reconnects)
