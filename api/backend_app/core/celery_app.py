@@ -1,6 +1,6 @@
-"""The Celery app: Redis broker and results, the `emails` queue, beat's periodic cleanups.
+"""The Celery app: Redis broker, the `emails` queue, beat's periodic cleanups.
 
-    celery -A backend_app.core.celery_app worker --loglevel=info -Q emails
+    celery -A backend_app.core.celery_app worker --loglevel=info -Q emails --without-gossip --without-mingle
     celery -A backend_app.core.celery_app beat --loglevel=info
     celery -A backend_app.core.celery_app flower --port=5555   (login: FLOWER_BASIC_AUTH)
 
@@ -10,6 +10,11 @@ after its task finished (late acks), a task whose worker process died is put bac
 taken by a worker that vanished entirely is given to another after the visibility timeout.
 Tasks must therefore be idempotent; `backend_app.tasks.tracking.TrackedTask` skips a
 redelivered task that already succeeded.
+
+There is no result backend: a task's status and result live in its task record (PostgreSQL,
+written by the worker), so publishing needs nothing but the broker, and nothing may read
+`AsyncResult`. Every process retries the broker forever: a Redis outage of any length, or a
+Redis that came back empty, is ridden out without a restart.
 """
 
 from __future__ import annotations
@@ -38,10 +43,10 @@ def create_celery_app() -> Celery:
     app = Celery("backend_app")
     app.conf.update(
         broker_url=settings.redis_url,
-        result_backend=settings.redis_url,
         task_serializer="json",
-        result_serializer="json",
         accept_content=["json"],
+        # No result backend (results live in task records); a task never stores one.
+        task_ignore_result=True,
         timezone="UTC",
         enable_utc=True,
         include=["backend_app.core.celery_tasks", *settings.celery_imports],
@@ -53,11 +58,13 @@ def create_celery_app() -> Celery:
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.celery_task_soft_time_limit,
         task_time_limit=settings.celery_task_time_limit,
-        task_track_started=True,
-        result_expires=24 * 3600,
         broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
         broker_connection_max_retries=None,
         broker_connection_timeout=5,
+        # A running task keeps running when Redis goes away: cancelling it would turn a sent
+        # email into an unknown outcome, and its message may be gone if Redis lost its data.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_transport_options={
             "visibility_timeout": settings.celery_visibility_timeout,
             # Look for messages orphaned by a vanished worker every visibility period or so.
@@ -67,7 +74,6 @@ def create_celery_app() -> Celery:
             "socket_timeout": 10,
             "health_check_interval": 10,
         },
-        result_backend_transport_options={"socket_connect_timeout": 5, "socket_timeout": 10},
         # A worker publishing a retry rides out a short Redis blip; the relay passes
         # retry=False itself because it keeps unsent work in the outbox.
         task_publish_retry=True,

@@ -9,6 +9,11 @@ normal operation. A relay killed between publishing and committing may publish a
 again on restart; task ids make that harmless (RQ refuses a duplicate job id, and workers
 skip a task whose record already succeeded). While the broker is down, rows are retried
 with growing delays and nothing is lost.
+
+A publish error fails its task only when no retry can help: an unknown queue or task, or
+arguments that cannot be serialised (`is_permanent_publish_error`). Everything else, above
+all anything that is or wraps a broker connection problem, postpones the row, however long
+Redis stays away; the relay never needs a restart to publish again.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
-from kombu.exceptions import KombuError
+from celery.exceptions import BackendError
+from kombu import exceptions as kombu_errors
 from redis.exceptions import RedisError
 from rq.exceptions import DuplicateJobError
 
@@ -38,7 +45,44 @@ from backend_app.tasks.tracking import DB_POSITION_KEY
 
 logger = logging.getLogger("backend_app.outbox.relay")
 
-BROKER_ERRORS = (KombuError, RedisError, OSError)
+# The broker (or the way to it) is unwell; the same message will publish once it is back.
+BROKER_ERRORS = (
+    kombu_errors.OperationalError,  # what kombu turns a lost or refused connection into
+    kombu_errors.ConnectionError,
+    kombu_errors.ChannelError,
+    kombu_errors.InconsistencyError,
+    kombu_errors.LimitExceeded,
+    RedisError,  # connection, timeout, LOADING, READONLY, OOM: Redis' state, not the message's
+    BackendError,
+    OSError,  # refused, reset, timed out
+)
+# The message itself can never be published: no queue or task of that name (KeyError, as
+# Celery's QueueNotFound and NotRegistered are), or arguments that cannot be serialised.
+PERMANENT_ERRORS = (KeyError, kombu_errors.SerializationError, kombu_errors.SerializerNotInstalled, pickle.PickleError)
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and every exception it was raised from or while handling, nearest first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and not any(current is seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def is_broker_error(error: BaseException) -> bool:
+    """Whether `error` is, or was raised because of, a broker connection problem."""
+    return any(isinstance(cause, BROKER_ERRORS) for cause in _causes(error))
+
+
+def is_permanent_publish_error(error: BaseException) -> bool:
+    """Whether publishing this message can never succeed, so its task should fail now.
+
+    Anything that is or wraps a broker problem is not permanent, and neither is an error of an
+    unknown kind: failing a task for good is only right when no retry can help.
+    """
+    return not is_broker_error(error) and isinstance(error, PERMANENT_ERRORS)
 
 
 def publish(message: ClaimedMessage, db_position: str | None = None) -> None:
@@ -92,29 +136,39 @@ class Relay:
             for message in messages:
                 try:
                     await loop.run_in_executor(self._publisher, publish, message, db_position)
-                except BROKER_ERRORS as error:
-                    self._broker_failures += 1
+                except Exception as error:
+                    if is_permanent_publish_error(error):
+                        # This message can never be published (unknown queue, unserialisable
+                        # arguments): fail its task visibly and go on, rather than block the rest.
+                        reason = f"could not publish: {type(error).__name__}: {error}"
+                        await outbox_repository.mark_sent(session, [message.message_id])
+                        await task_repository.finish(
+                            session, task_id=message.task_id, status=TaskStatus.failed, error=reason
+                        )
+                        logger.error("task %s (%s) %s", message.task_id, message.name, reason)
+                        continue
                     delay = self.backoff_seconds(message.publish_attempts + 1)
                     await outbox_repository.postpone(
                         session, message.message_id, delay_seconds=delay, error=f"{type(error).__name__}: {error}"
                     )
-                    logger.warning(
-                        "broker unavailable publishing task %s (%s): %s; retrying in %.1fs",
+                    if is_broker_error(error):
+                        self._broker_failures += 1
+                        logger.warning(
+                            "broker unavailable publishing task %s (%s): %s; retrying in %.1fs",
+                            message.task_id,
+                            message.name,
+                            type(error).__name__,
+                            delay,
+                        )
+                        break  # the rest would fail the same way
+                    # Not known to be permanent: keep the task and retry it, loudly.
+                    logger.error(
+                        "unexpected error publishing task %s (%s); retrying in %.1fs",
                         message.task_id,
                         message.name,
-                        type(error).__name__,
                         delay,
+                        exc_info=error,
                     )
-                    break
-                except Exception as error:
-                    # This message can never be published (unknown queue, bad job id, ...):
-                    # fail its task visibly and go on, rather than block every message behind it.
-                    reason = f"could not publish: {type(error).__name__}: {error}"
-                    await outbox_repository.mark_sent(session, [message.message_id])
-                    await task_repository.finish(
-                        session, task_id=message.task_id, status=TaskStatus.failed, error=reason
-                    )
-                    logger.error("task %s (%s) %s", message.task_id, message.name, reason)
                     continue
                 published.append(message)
                 self._broker_failures = 0

@@ -37,3 +37,34 @@ def test_beat_runs_the_cleanups() -> None:
         "backend_app.core.celery_tasks.purge_delivered_outbox_messages",
         "backend_app.core.celery_tasks.purge_expired_task_records",
     }
+
+
+def test_no_result_backend_so_publishing_needs_only_the_broker() -> None:
+    from celery.backends.base import BaseBackend, DisabledBackend
+
+    # Task records hold status and results; a Redis result backend was a second, fragile copy
+    # that the relay's client gave up on after ~20 s without Redis.
+    assert celery_app.conf.result_backend is None
+    assert isinstance(celery_app.backend, DisabledBackend)
+    # What send_task calls on the backend for every message: the no-op, no Redis subscription.
+    assert type(celery_app.backend).on_task_call is BaseBackend.on_task_call
+    assert celery_app.conf.task_ignore_result is True
+
+
+def test_workers_ride_out_a_broker_outage_of_any_length() -> None:
+    conf = celery_app.conf
+    assert conf.broker_connection_retry is True
+    assert conf.broker_connection_max_retries is None
+    # A running task is not cancelled when Redis goes away (its email may be half sent).
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
+
+
+def test_procfile_worker_runs_without_gossip_and_mingle() -> None:
+    from tests.core.test_celery_faults import procfile_line
+
+    # Gossip's restart step logged an AttributeError traceback on every broker reconnect
+    # (celery/worker/consumer/gossip.py closes its channel on a connection already dropped);
+    # Flower reads events, not gossip, and nothing here needs mingle's revoked-task sync.
+    worker = procfile_line("celery").split()
+    assert "--without-gossip" in worker
+    assert "--without-mingle" in worker

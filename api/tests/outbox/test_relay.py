@@ -7,8 +7,14 @@ import socket
 from pathlib import Path
 
 import httpx
+import pytest
+from celery.exceptions import BackendError, NotRegistered, QueueNotFound
+from kombu import exceptions as kombu_errors
+from redis import exceptions as redis_errors
 
+from backend_app.core.config import Settings
 from backend_app.devstack import LocalStack
+from backend_app.outbox.relay import is_broker_error, is_permanent_publish_error
 from tests.conftest import query
 from tests.processes import Worker, relay, wait_until
 
@@ -165,3 +171,75 @@ async def test_an_unpublishable_row_fails_its_task_and_the_rest_still_flow(
     assert query(stack, "SELECT status FROM task_records WHERE id = 'orphan'") == "failed"
     assert "could not publish: KeyError" in query(stack, "SELECT last_error FROM task_records WHERE id = 'orphan'")
     assert query(stack, "SELECT count(*) FROM outbox_messages WHERE sent_at IS NULL") == "0"
+
+
+def _raised_from(error: BaseException, cause: BaseException) -> BaseException:
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise error from inner
+    except BaseException as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        kombu_errors.OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+        redis_errors.ConnectionError("Connection closed by server."),
+        redis_errors.TimeoutError("Timeout reading from socket"),
+        redis_errors.BusyLoadingError("Redis is loading the dataset in memory"),
+        ConnectionRefusedError(111, "Connection refused"),
+        BackendError("result store unreachable"),
+        # What Celery's Redis result backend raised after ~20 s without Redis: the task it was
+        # publishing was failed for good. A wrapped outage is still an outage.
+        _raised_from(
+            RuntimeError("Retry limit exceeded while trying to reconnect to the Celery result store backend."),
+            redis_errors.ConnectionError("Error 111 connecting"),
+        ),
+        _raised_from(KeyError("channel"), redis_errors.ConnectionError("stale socket")),
+        # Not known to be permanent, so kept and retried rather than failed.
+        RuntimeError("something unexpected"),
+    ],
+)
+def test_outages_and_unknown_errors_are_never_permanent(error: BaseException) -> None:
+    assert not is_permanent_publish_error(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        KeyError("retired_queue"),  # no such RQ queue
+        QueueNotFound("retired_queue"),
+        NotRegistered("no.such.task"),
+        kombu_errors.EncodeError("Object of type bytes is not JSON serializable"),
+        kombu_errors.ContentDisallowed("pickle"),
+    ],
+)
+def test_unknown_queues_and_unserialisable_arguments_fail_the_task(error: BaseException) -> None:
+    assert is_permanent_publish_error(error)
+    assert not is_broker_error(error)
+
+
+async def test_an_outage_reported_as_another_error_postpones_the_row_and_keeps_the_task(
+    probe_client: httpx.AsyncClient, stack: LocalStack, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend_app.core.read_replica import get_database_router
+    from backend_app.outbox import relay as relay_module
+
+    task = (await probe_client.post("/probe/tasks", json={"backend": "celery", "key": "reset"})).json()
+
+    def publish_into_an_outage(message: object, db_position: str | None = None) -> None:
+        # How Celery's Redis result backend reported an outage longer than ~20 s.
+        try:
+            raise redis_errors.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        except redis_errors.ConnectionError as lost:
+            raise RuntimeError("Retry limit exceeded while trying to reconnect to the Celery result store") from lost
+
+    monkeypatch.setattr(relay_module, "publish", publish_into_an_outage)
+    assert await relay_module.Relay(settings, get_database_router()).publish_batch() == 0
+
+    assert query(stack, f"SELECT status FROM task_records WHERE id = '{task['task_id']}'") == "pending"
+    row = query(stack, "SELECT publish_attempts || ' ' || (sent_at IS NULL) || ' ' || last_error FROM outbox_messages")
+    assert row.startswith("1 true RuntimeError: Retry limit exceeded"), row
