@@ -27,7 +27,7 @@ import pytest
 
 from backend_app.core.config import Settings, get_settings
 from backend_app.devstack import LocalStack, free_port, run_migrations
-from tests.processes import Worker, celery_worker, relay, rq_worker
+from tests.processes import Worker, celery_worker, relay, rq_video_worker, rq_worker
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -43,6 +43,8 @@ TEST_SETTINGS = {
     "DB_HEALTH_CHECK_INTERVAL": "0.2",
     "DB_REPLICA_BAN_SECONDS": "1",
     "DB_REPLICA_MAX_LAG_SECONDS": "2",
+    "TASK_RECONCILE_INTERVAL": "0.5",
+    "TASK_RECONCILE_GRACE": "3",
 }
 
 _stack: LocalStack | None = None
@@ -165,9 +167,16 @@ def celery_process(tmp_path: Path, test_task_tables: None) -> Iterator[Worker]:
 
 @pytest.fixture
 def rq_process(tmp_path: Path, test_task_tables: None) -> Iterator[Worker]:
-    worker = rq_worker(tmp_path).start()
-    yield worker
-    worker.stop()
+    """The Procfile's RQ processes: the pool (notifications, analytics) and the video worker.
+    Yields the pool."""
+    workers = [rq_video_worker(tmp_path), rq_worker(tmp_path)]
+    try:
+        for worker in workers:
+            worker.start()
+        yield workers[1]
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ class TaskRequest(BaseModel):
     fail: str = ""
     roll_back: bool = False
     read_back: bool = False
+    queue: str | None = None  # another queue of the backend (video_processing has work horses)
 
 
 @probe.post("/tasks", status_code=201)
@@ -36,7 +37,7 @@ async def record_task(request: TaskRequest, session: WriteSession) -> dict[str, 
     task_id = await outbox.add(
         session=session,
         backend=request.backend,
-        queue=QUEUES[request.backend],
+        queue=request.queue or QUEUES[request.backend],
         task=(READ_BACK_TASK_NAMES if request.read_back else TASK_NAMES)[request.backend],
         kwargs={
             "key": request.key,

@@ -18,6 +18,25 @@ API_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = API_DIR.parent
 # The console scripts (celery, rq) of the interpreter running the tests.
 BIN_DIR = Path(sys.executable).parent
+PROCFILE = REPO_DIR / "Procfile"
+
+
+def procfile_commands(procfile: Path = PROCFILE) -> dict[str, str]:
+    """The Procfile's entries, name to command line: what `make dev` runs, and so the tests."""
+    entries = {}
+    for line in procfile.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, command = line.partition(":")
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def procfile_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with the test interpreter's scripts first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
 
 
 @contextmanager
@@ -78,20 +97,25 @@ class Worker:
         ready_text: str,
         log_dir: Path,
         ready: Callable[[Worker], bool] | None = None,
+        *,
+        cwd: Path = API_DIR,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.command = list(command)
         self.ready_text = ready_text
         self.ready = ready  # a further check once `ready_text` is printed
         self.log = log_dir / f"{name}.log"
+        self.cwd = cwd
+        self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> Worker:
         self._output = self.log.open("ab")
         self.process = subprocess.Popen(
             self.command,
-            cwd=API_DIR,
-            env=dict(os.environ),
+            cwd=self.cwd,
+            env=procfile_environment(self.extra_env),
             stdout=self._output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -144,45 +168,53 @@ class Worker:
         self._output.close()
 
 
+def procfile_worker(
+    entry: str,
+    log_dir: Path,
+    *,
+    ready_text: str,
+    name: str | None = None,
+    ready: Callable[[Worker], bool] | None = None,
+    env: dict[str, str] | None = None,
+) -> Worker:
+    """The Procfile's own command line for `entry`, run as honcho runs it (bash, from the
+    repository root). Tests vary only the environment, never the flags."""
+    command = procfile_commands()[entry]
+    return Worker(name or entry, ["bash", "-c", command], ready_text, log_dir, ready, cwd=REPO_DIR, env=env)
+
+
 def celery_worker(log_dir: Path, name: str = "celery") -> Worker:
-    return Worker(
-        name,
-        [
-            str(BIN_DIR / "celery"),
-            "-A",
-            "backend_app.core.celery_app",
-            "worker",
-            "--loglevel=info",
-            "-Q",
-            "emails",
-            "--concurrency=1",
-            "-n",
-            f"{name}@%h",
-        ],
-        "ready.",
-        log_dir,
+    """The Procfile's `celery` line; the node name comes from the environment (Celery's CLI
+    reads CELERY_WORKER_HOSTNAME), so two test workers on one machine stay apart."""
+    return procfile_worker(
+        "celery", log_dir, name=name, ready_text="ready.", env={"CELERY_WORKER_HOSTNAME": f"{name}@%h"}
     )
 
 
-def in_rq_main_loop(worker: Worker) -> bool:
-    """Whether an RQ worker is past start-up. It prints `*** Listening on` before it takes the
-    scheduler lock and installs its signal handlers, and exits if Redis fails in between; only
-    its main loop marks it idle (or busy) in Redis."""
+def rq_pool_size() -> int:
+    return int(os.environ.get("RQ_WORKERS", "2"))
+
+
+def in_rq_main_loop(worker: Worker, expected: int = 1) -> bool:
+    """Whether the RQ worker process (or `expected` workers of a pool) is past start-up. A
+    worker prints `*** Listening on` before it takes the scheduler lock and installs its
+    signal handlers, and exits if Redis fails in between; only its main loop marks it idle
+    (or busy) in Redis."""
     from rq.worker import Worker as RQWorker
 
     from backend_app.core.rq_app import get_redis
 
     assert worker.process is not None
-    return any(
-        found.pid == worker.process.pid and found.get_state() != "started"
-        for found in RQWorker.all(connection=get_redis())
-    )
+    own = {worker.process.pid, *worker.children()}
+    ready = [
+        found for found in RQWorker.all(connection=get_redis()) if found.pid in own and found.get_state() != "started"
+    ]
+    return len(ready) >= expected
 
 
 def rq_worker_of_class(log_dir: Path, worker_class: str, *queues: str, name: str | None = None) -> Worker:
-    """`rq worker QUEUES --worker-class backend_app.core.rq_worker.<worker_class>`: the
-    documented commands for the high-volume queues (BatchWorker, InProcessWorker) and video
-    (PreloadedWorker)."""
+    """`rq worker QUEUES --worker-class backend_app.core.rq_worker.<worker_class>`: for the
+    tests of the worker classes themselves; everything else runs the Procfile's lines."""
     return Worker(
         name or f"rq-{worker_class}",
         [
@@ -201,25 +233,17 @@ def rq_worker_of_class(log_dir: Path, worker_class: str, *queues: str, name: str
 
 
 def rq_worker(log_dir: Path, name: str = "rq") -> Worker:
-    return Worker(
-        name,
-        [
-            str(BIN_DIR / "rq"),
-            "worker",
-            "notifications",
-            "analytics",
-            "video_processing",
-            "--url",
-            os.environ["REDIS_URL"],
-            "--with-scheduler",
-            "--name",
-            f"{name}-{os.getpid()}-{time.monotonic_ns()}",
-        ],
-        "Listening on",
-        log_dir,
-        ready=in_rq_main_loop,
+    """The Procfile's `rq` line: a pool of batch workers for notifications and analytics."""
+    return procfile_worker(
+        "rq", log_dir, name=name, ready_text="Listening on", ready=lambda w: in_rq_main_loop(w, rq_pool_size())
     )
 
 
+def rq_video_worker(log_dir: Path, name: str = "rq-video") -> Worker:
+    """The Procfile's `rq-video` line: a forking worker for video_processing."""
+    return procfile_worker("rq-video", log_dir, name=name, ready_text="Listening on", ready=in_rq_main_loop)
+
+
 def relay(log_dir: Path, name: str = "relay") -> Worker:
-    return Worker(name, [sys.executable, "-m", "backend_app.outbox.relay"], "outbox relay started", log_dir)
+    """The Procfile's `relay` line."""
+    return procfile_worker("relay", log_dir, name=name, ready_text="outbox relay started")

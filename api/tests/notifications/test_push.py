@@ -21,7 +21,7 @@ from backend_app.devstack import LocalStack, free_port
 from backend_app.notifications.push import OneSignalProvider, Push, Target, WebhookProvider
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
 from tests.accounts import sign_up
-from tests.processes import Worker, relay, rq_worker_of_class, wait_until
+from tests.processes import Worker, relay, rq_worker, rq_worker_of_class, wait_until
 
 LIKE_JOB = "backend_app.core.rq_tasks.send_new_like_notification_job"
 
@@ -76,7 +76,8 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[PushReceiver]:
 
 
 def batch_worker(log_dir: Path) -> Worker:
-    """The recommended command for the notifications queue."""
+    """One BatchWorker on the notifications queue: for the tests of its batching (a pool of
+    them, as the Procfile runs, would split a batch between its workers)."""
     return rq_worker_of_class(log_dir, "BatchWorker", "notifications")
 
 
@@ -84,7 +85,7 @@ def batch_worker(log_dir: Path) -> Worker:
 def notification_workers(receiver: PushReceiver, tmp_path: Path) -> Iterator[PushReceiver]:
     workers = [
         relay(tmp_path),
-        batch_worker(tmp_path),
+        rq_worker(tmp_path),
     ]
     try:
         for worker in workers:

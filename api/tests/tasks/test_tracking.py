@@ -12,7 +12,7 @@ import pytest
 
 from backend_app.devstack import LocalStack
 from tests.conftest import query
-from tests.processes import Worker, celery_worker, rq_worker, wait_until
+from tests.processes import Worker, celery_worker, rq_video_worker, wait_until
 
 
 def status_of(stack: LocalStack, task_id: str) -> str:
@@ -102,9 +102,10 @@ async def test_celery_worker_killed_mid_task_redelivers_and_the_effect_happens_o
 async def test_rq_work_horse_killed_mid_task_is_retried_and_the_effect_happens_once(
     probe_client: httpx.AsyncClient, stack: LocalStack, tmp_path: Path, relay_process: Worker, test_task_tables: None
 ) -> None:
-    worker = rq_worker(tmp_path).start()
+    # Only the video worker forks a work horse per job (the pool runs jobs in-process).
+    worker = rq_video_worker(tmp_path).start()
     try:
-        task_id = await record(probe_client, backend="rq", key="horse", sleep_after_effect=3)
+        task_id = await record(probe_client, backend="rq", key="horse", sleep_after_effect=3, queue="video_processing")
         await wait_until(
             lambda: query(stack, "SELECT count(*) FROM test_task_effects") == "1", what="the effect before the kill"
         )
@@ -112,9 +113,10 @@ async def test_rq_work_horse_killed_mid_task_is_retried_and_the_effect_happens_o
         os.kill(worker.children()[-1], signal.SIGKILL)
 
         # RQ runs no failure callback for a killed work horse: the record stays started
-        # until RQ's retry (10 s later) starts it again as attempt 2.
+        # until RQ's retry (60 s later on this queue, moved by the video worker's own
+        # scheduler) starts it again as attempt 2.
         await wait_until(
-            lambda: status_of(stack, task_id) == "succeeded", seconds=40, what="the retry (10s delay) to succeed"
+            lambda: status_of(stack, task_id) == "succeeded", seconds=100, what="the retry (60s delay) to succeed"
         )
     finally:
         worker.stop()

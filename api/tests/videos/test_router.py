@@ -15,7 +15,7 @@ import pytest
 from backend_app.core.config import get_settings
 from backend_app.devstack import LocalStack
 from tests.accounts import sign_up
-from tests.processes import BIN_DIR, Worker, relay, rq_worker_of_class
+from tests.processes import relay, rq_video_worker
 from tests.videos.clips import make_clip
 
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", "media"))
@@ -25,7 +25,7 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", "media"))
 def video_workers(tmp_path: Path) -> Iterator[None]:
     workers = [
         relay(tmp_path),
-        rq_worker_of_class(tmp_path, "PreloadedWorker", "video_processing"),
+        rq_video_worker(tmp_path),
     ]
     try:
         for worker in workers:
@@ -134,12 +134,7 @@ async def test_broken_input_ends_failed_with_the_reason(
 
     workers = [
         relay(tmp_path),
-        Worker(
-            "rq-video",
-            [str(BIN_DIR / "rq"), "worker", "video_processing", "--url", os.environ["REDIS_URL"]],
-            "Listening on",
-            tmp_path,
-        ),
+        rq_video_worker(tmp_path),
     ]
     try:
         for worker in workers:
