@@ -170,6 +170,7 @@ class FaultResult:
     slowest: str = ""
     note: str = ""
     health: str = ""  # /health/queues once the paths worked again
+    clock: str = ""  # wall-clock time it began (HH:MM:SS), to place log lines
 
 
 @dataclass
@@ -185,7 +186,7 @@ class SoakReport:
     server_errors: list[str] = field(default_factory=list)
     honcho: HonchoCheck | None = None
     process_states: dict[str, str] = field(default_factory=dict)
-    exits: dict[str, int] = field(default_factory=dict)
+    exits: list[tuple[str, str, str]] = field(default_factory=list)  # (time, program, reason)
     kills: Counter[str] = field(default_factory=Counter)
     tracebacks: dict[str, int] = field(default_factory=dict)
     health_queues: str = ""
@@ -211,10 +212,18 @@ class SoakReport:
         return sorted(name for name, state in self.process_states.items() if state != "RUNNING")
 
     @property
-    def unprovoked_exits(self) -> dict[str, int]:
-        """Exits the soak did not cause: under `make dev` (honcho) each would stop every process."""
-        found = {name: count - self.kills.get(name, 0) for name, count in self.exits.items()}
-        return {name: count for name, count in found.items() if count > 0}
+    def unprovoked_exits(self) -> list[str]:
+        """Exits the soak did not cause (it only SIGKILLs): under `make dev`'s honcho each would
+        stop every process. With the fault that was under way."""
+        found = []
+        for when, name, reason in self.exits:
+            if "SIGKILL" in reason:
+                continue
+            clock = when.split()[-1]
+            during = [f for f in self.faults if f.clock <= clock]
+            context = f", after {during[-1].kind} at {during[-1].clock}" if during else ""
+            found.append(f"{name} ({reason}) at {clock}{context}")
+        return found
 
     @property
     def ok(self) -> bool:
@@ -233,8 +242,7 @@ class SoakReport:
         if self.manual_restarts:
             found.append(f"not running at the end: {', '.join(self.manual_restarts)}")
         if self.unprovoked_exits:
-            exits = ", ".join(f"{name} {n}" for name, n in sorted(self.unprovoked_exits.items()))
-            found.append(f"processes exited on their own: {exits}")
+            found.append(f"processes exited on their own: {'; '.join(self.unprovoked_exits)}")
         if self.server_errors:
             found.append(f"5xx answers {len(self.server_errors)}")
         if self.honcho is not None and not self.honcho.ok:
@@ -285,10 +293,10 @@ class SoakReport:
             f"drain               {self.drain_seconds:.0f} s",
             "process exits       "
             + ", ".join(
-                f"{name} {n} (killed by the soak {self.kills.get(name, 0)})" for name, n in sorted(self.exits.items())
+                f"{name} {n} (SIGKILLed by the soak {self.kills.get(name, 0)})"
+                for name, n in sorted(Counter(name for _, name, _ in self.exits).items())
             ),
-            "exited on their own "
-            + (", ".join(f"{k} {n}" for k, n in sorted(self.unprovoked_exits.items())) or "none"),
+            "exited on their own " + ("; ".join(self.unprovoked_exits) or "none"),
             "not running at end  " + (", ".join(self.manual_restarts) or "none"),
             "tracebacks in logs  " + (", ".join(f"{k} {n}" for k, n in sorted(self.tracebacks.items()) if n) or "none"),
         ]
@@ -316,7 +324,7 @@ class SoakReport:
             lines.append("Faults:")
             for r in self.faults:
                 recovery = "not recovered" if r.recovery is None else f"{r.recovery:.1f}s"
-                lines.append(f"  +{r.at:6.0f}s {r.kind:<20} {recovery:>14} {r.slowest} {r.note}".rstrip())
+                lines.append(f"  +{r.at:6.0f}s {r.clock} {r.kind:<20} {recovery:>14} {r.slowest} {r.note}".rstrip())
                 lines.append(f"{'':>10}/health/queues then: {r.health}")
         return "\n".join(lines)
 
@@ -605,28 +613,50 @@ class Soak:
             budget = end_target - time.monotonic() - sum(f.seconds for f in remaining) - 10 * len(remaining)
             await asyncio.sleep(min(30.0, max(2.0, budget / len(remaining))))
             at = time.monotonic() - self.started
-            print(f"[soak +{at:5.0f}s] fault {fault.kind} {fault.seconds:g}s", flush=True)
+            clock = time.strftime("%H:%M:%S")
+            print(f"[soak +{at:5.0f}s {clock}] fault {fault.kind} {fault.seconds:g}s", flush=True)
             try:
                 note = await self.inject(fault)
             except Exception as error:
                 note = f"injection failed: {type(error).__name__}: {error}"
                 self.report.errors.append(f"{fault.kind}: {note}")
-            recovered, slowest = await self.recovery(fault.kind, time.monotonic())
-            result = FaultResult(fault.kind, fault.seconds, at, recovered, slowest, note, await self.queue_health())
+            fault_end = time.monotonic()
+            recovered, slowest = await self.recovery(fault.kind, fault_end)
+            health = await self.health_after(fault.kind, fault_end)
+            result = FaultResult(fault.kind, fault.seconds, at, recovered, slowest, note, health, clock)
             self.report.faults.append(result)
             shown = "NOT RECOVERED" if recovered is None else f"{recovered:.1f}s"
             print(f"[soak +{time.monotonic() - self.started:5.0f}s]   recovered {shown} {slowest} {note}", flush=True)
 
-    async def queue_health(self) -> str:
-        """What /health/queues says (its status and problems), to compare with what happened."""
+    async def queue_health(self) -> tuple[str, bool]:
+        """What /health/queues says (status and problems), and whether it calls Redis reachable."""
         assert self.load.http is not None
         try:
             response = await self.load.http.get("/health/queues", timeout=60)
             body = response.json()
         except (httpx.HTTPError, ValueError) as error:
-            return f"/health/queues failed: {type(error).__name__}"
+            return f"/health/queues failed: {type(error).__name__}", False
         problems = "; ".join(body.get("problems") or [])
-        return f"{response.status_code} {body.get('status')}" + (f": {problems}" if problems else "")
+        redis = body.get("redis") or {}
+        if not redis.get("reachable", True):
+            problems += f" (redis error: {redis.get('error')})"
+        shown = f"{response.status_code} {body.get('status')}" + (f": {problems}" if problems else "")
+        return shown, bool(redis.get("reachable", False))
+
+    async def health_after(self, kind: str, fault_end: float) -> str:
+        """/health/queues once the paths work again; after a Redis fault, also how long after
+        Redis came back it still called Redis unreachable."""
+        shown, reachable = await self.queue_health()
+        if not kind.startswith("redis_") or reachable:
+            return shown
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            _, reachable = await self.queue_health()
+            if reachable:
+                lag = time.monotonic() - fault_end
+                return f"{shown}; called Redis unreachable until {lag:.0f} s after it was back"
+        return f"{shown}; still calls Redis unreachable {time.monotonic() - fault_end:.0f} s after it was back"
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -657,7 +687,7 @@ class Soak:
         report = self.report
         with contextlib.suppress(Exception):
             report.process_states = self.supervisor.states()
-        report.exits = self.supervisor.unexpected_exits()
+        report.exits = self.supervisor.exits()
         report.kills = self.kills
         for name in self.supervisor.commands:
             log = self.supervisor.log_of(name)

@@ -187,15 +187,13 @@ class Supervisor:
             time.sleep(0.2)
         return 0
 
-    def unexpected_exits(self) -> dict[str, int]:
-        """Exits supervisord saw per program (it logs `exited: NAME (...)`), killed or not."""
-        counts: dict[str, int] = {}
+    def exits(self) -> list[tuple[str, str, str]]:
+        """Every exit supervisord saw (it logs `exited: NAME (REASON)`): (time, name, reason)."""
         log = self.log_dir / "supervisord.log"
         if not log.exists():
-            return counts
-        for match in re.finditer(r"exited: (\S+) \(([^)]*)\)", log.read_text(errors="replace")):
-            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
-        return counts
+            return []
+        pattern = r"^(\S+ \S+?),\d+ \S+ exited: (\S+) \(([^)]*)\)"
+        return [m.groups() for m in re.finditer(pattern, log.read_text(errors="replace"), re.MULTILINE)]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
