@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
     outbox_max_backoff: float = Field(default=30.0, ge=0.1, le=3600)
     outbox_retention_days: int = Field(default=7, ge=1)
+    # Task records vs Redis (tasks/reconcile.py): how often the relay compares them, and how
+    # long a record must be untouched before a missing message counts as lost.
+    task_reconcile_interval: float = Field(default=15.0, gt=0, le=3600)
+    task_reconcile_grace: float = Field(default=60.0, ge=1, le=86400)
     task_record_retention_days: int = Field(default=30, ge=1)
 
     # Email (Celery queue `emails`). With SMTP_HOST empty, emails are written to the log.
@@ -153,6 +157,8 @@ class Settings(BaseSettings):
 
     # /health/queues: a canary task not done after this long means workers stopped consuming.
     canary_timeout_seconds: float = Field(default=30.0, gt=0)
+    # /health/queues: an RQ retry still waiting this long after it was due is reported overdue.
+    scheduled_overdue_grace_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("database_url", mode="before")
     @classmethod

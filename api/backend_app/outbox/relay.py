@@ -23,6 +23,7 @@ import contextlib
 import logging
 import pickle
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
@@ -41,6 +42,7 @@ from backend_app.outbox import repository as outbox_repository
 from backend_app.outbox.repository import NOTIFY_CHANNEL, ClaimedMessage
 from backend_app.tasks import repository as task_repository
 from backend_app.tasks.models import TaskBackend, TaskStatus
+from backend_app.tasks.reconcile import Reconciler
 from backend_app.tasks.tracking import DB_POSITION_KEY
 
 logger = logging.getLogger("backend_app.outbox.relay")
@@ -121,6 +123,8 @@ class Relay:
         self.published_total = 0
         self._broker_failures = 0
         self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-publish")
+        self.reconciler = Reconciler(settings)
+        self._next_reconcile = time.monotonic() + settings.task_reconcile_interval
 
     def backoff_seconds(self, failures: int) -> float:
         return min(0.5 * 2 ** max(failures - 1, 0), self.settings.outbox_max_backoff)
@@ -180,6 +184,21 @@ class Relay:
             logger.info("published %d task(s); %d since start", len(published), self.published_total)
         return len(published)
 
+    async def reconcile_if_due(self) -> int:
+        """Every TASK_RECONCILE_INTERVAL: give a new outbox row to each task whose message Redis
+        lost (tasks/reconcile.py). Returns how many; skipped while Redis is down."""
+        if time.monotonic() < self._next_reconcile:
+            return 0
+        self._next_reconcile = time.monotonic() + self.settings.task_reconcile_interval
+        try:
+            async with self.router.write_session() as session:
+                republished = await self.reconciler.check(session, rq_app.get_redis())
+        except RedisError as error:
+            # Publishing reports the outage; the records are compared once Redis answers.
+            logger.debug("reconcile check skipped: Redis unavailable (%s)", type(error).__name__)
+            return 0
+        return len(republished)
+
     async def _listen(self) -> asyncpg.Connection | None:
         dsn = to_driver_dsn(self.settings.database_url)
         try:
@@ -204,6 +223,7 @@ class Relay:
                 self.wake.clear()
                 try:
                     published = await self.publish_batch()
+                    published += await self.reconcile_if_due()
                     database_failures = 0
                 except Exception as error:
                     if not is_connection_error(error):
@@ -213,8 +233,8 @@ class Relay:
                     logger.warning("database unavailable (%s); retrying in %.1fs", type(error).__name__, delay)
                     await self._sleep(stop, delay)
                     continue
-                if published == self.settings.outbox_batch_size:
-                    continue  # more may be waiting
+                if published >= self.settings.outbox_batch_size:
+                    continue  # more may be waiting (or the reconciler just added some)
                 timeout = self.settings.outbox_poll_interval
                 if self._broker_failures:
                     timeout = self.backoff_seconds(self._broker_failures)
