@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kombu.exceptions import KombuError
+from redis import Redis
 from redis.exceptions import RedisError
 
 from backend_app.core import rq_app
@@ -17,6 +18,7 @@ from backend_app.core.config import Settings, mask_url
 from backend_app.core.read_replica import get_database_router, is_connection_error
 from backend_app.health.canary import check_canary
 from backend_app.outbox import repository as outbox_repository
+from backend_app.tasks import reconcile
 from backend_app.tasks import repository as task_repository
 from backend_app.tasks.models import TaskStatus
 
@@ -25,20 +27,11 @@ logger = logging.getLogger(__name__)
 CELERY_PING_TIMEOUT = 0.5
 
 
-def _broker_report(settings: Settings) -> dict[str, Any]:
-    """Everything that needs Redis or the Celery control bus (blocking; run in a thread)."""
-    redis = rq_app.get_redis()
-    report: dict[str, Any] = {"redis": {"url": mask_url(settings.redis_url)}}
-    try:
-        started = time.perf_counter()
-        redis.ping()
-        report["redis"].update(reachable=True, round_trip_ms=round((time.perf_counter() - started) * 1000, 3))
-    except RedisError as error:
-        report["redis"].update(reachable=False, error=type(error).__name__)
-        return report
-
-    try:
-        replies = celery_app.control.ping(timeout=CELERY_PING_TIMEOUT) or []
+def _queue_figures(redis: Redis, settings: Settings) -> tuple[dict[str, dict[str, Any]], list[str], dict[str, Any]]:
+    """Queue depths and canaries, Celery workers answering a ping, RQ workers alive."""
+    # A connection of its own, not a pooled one that may predate a Redis restart.
+    with celery_app.connection_for_write() as connection:
+        replies = celery_app.control.ping(timeout=CELERY_PING_TIMEOUT, connection=connection) or []
         celery_workers = sorted(name for reply in replies for name in reply)
         rq_health = rq_app.check_rq_health()
         queues: dict[str, dict[str, Any]] = {}
@@ -56,6 +49,7 @@ def _broker_report(settings: Settings) -> dict[str, Any]:
                         queue=q,
                         retry=False,
                         expires=settings.canary_timeout_seconds,
+                        connection=connection,
                     ),
                     timeout=settings.canary_timeout_seconds,
                 ),
@@ -75,16 +69,68 @@ def _broker_report(settings: Settings) -> dict[str, Any]:
                     timeout=settings.canary_timeout_seconds,
                 ),
             }
-    except (RedisError, KombuError, OSError, KeyError) as error:
-        # KeyError: check_rq_health lost Redis half-way and returned no queue figures.
+    return queues, celery_workers, rq_health
+
+
+def _broker_report(settings: Settings) -> dict[str, Any]:
+    """Everything that needs Redis or the Celery control bus (blocking; run in a thread)."""
+    redis = rq_app.get_redis()
+    report: dict[str, Any] = {"redis": {"url": mask_url(settings.redis_url)}}
+    try:
+        started = time.perf_counter()
+        redis.ping()
+        report["redis"].update(reachable=True, round_trip_ms=round((time.perf_counter() - started) * 1000, 3))
+    except RedisError as error:
         report["redis"].update(reachable=False, error=type(error).__name__)
         return report
+
+    # Redis answered its ping. A failure of what follows is retried once on fresh
+    # connections: after Redis restarts, each stale pooled connection fails one command, and
+    # that must not be reported as Redis being down while it is up.
+    for attempt in (1, 2):
+        try:
+            queues, celery_workers, rq_health = _queue_figures(redis, settings)
+            break
+        except (RedisError, KombuError, OSError, KeyError) as error:
+            # KeyError: check_rq_health lost Redis half-way and returned no queue figures.
+            if attempt == 2:
+                report["redis"].update(reachable=False, error=type(error).__name__)
+                return report
+    try:
+        # A scheduled retry only moves when some process holds its queue's scheduler lock.
+        schedulers = rq_app.scheduler_lock_holders(redis)
+        overdue = rq_app.overdue_scheduled(redis, settings.scheduled_overdue_grace_seconds)
+    except RedisError as error:
+        report["redis"].update(reachable=False, error=type(error).__name__)
+        return report
+    for queue in rq_app.RQ_QUEUES:
+        queues[queue]["scheduler"] = schedulers.get(queue)
+        queues[queue]["overdue_scheduled"] = overdue.get(queue, 0)
     report["workers"] = {
         "celery": {"alive": len(celery_workers), "names": celery_workers},
         "rq": {"registered": rq_health["workers"]},
     }
     report["queues"] = queues
     return report
+
+
+async def _lost_messages_report(settings: Settings) -> dict[str, int] | None:
+    """Per queue, tasks the records say are waiting or running whose message Redis does not
+    hold (the relay publishes them again); None when either side cannot be read."""
+    try:
+        async with get_database_router().write_session() as session:
+            found = await reconcile.candidates(session, settings)
+        missing = await asyncio.to_thread(reconcile.lost_messages, rq_app.get_redis(), found, settings) if found else []
+    except RedisError:
+        return None
+    except Exception as error:
+        if not is_connection_error(error):
+            raise
+        return None
+    counts: dict[str, int] = {}
+    for candidate in missing:
+        counts[candidate.queue] = counts.get(candidate.queue, 0) + 1
+    return counts
 
 
 async def _database_report() -> dict[str, Any]:
@@ -119,10 +165,15 @@ async def _database_report() -> dict[str, Any]:
 
 
 async def queue_health(settings: Settings) -> dict[str, Any]:
-    broker, database = await asyncio.gather(asyncio.to_thread(_broker_report, settings), _database_report())
+    broker, database, lost = await asyncio.gather(
+        asyncio.to_thread(_broker_report, settings), _database_report(), _lost_messages_report(settings)
+    )
     queues = broker.get("queues", {})
     for name, figures in database["queues"].items():
         queues.setdefault(name, {}).update(figures)
+    if lost is not None:
+        for name in queues:
+            queues[name]["missing_from_redis"] = lost.get(name, 0)
 
     redis_up = broker["redis"]["reachable"]
     outbox_up = database["outbox"]["reachable"]
@@ -139,6 +190,15 @@ async def queue_health(settings: Settings) -> dict[str, Any]:
     for name, figures in queues.items():
         if figures.get("canary", {}).get("consuming") is False:
             problems.append(f"queue {name}: canary not consumed within {settings.canary_timeout_seconds:.0f}s")
+        if redis_up and "scheduler" in figures and figures["scheduler"] is None:
+            problems.append(f"queue {name}: no process holds its RQ scheduler lock (scheduled retries do not move)")
+        if figures.get("overdue_scheduled"):
+            problems.append(f"queue {name}: {figures['overdue_scheduled']} scheduled retries overdue")
+        if figures.get("missing_from_redis"):
+            problems.append(
+                f"queue {name}: {figures['missing_from_redis']} task(s) recorded as waiting are missing from Redis"
+                " (being published again)"
+            )
 
     if not redis_up and not outbox_up:
         status = "unhealthy"  # nothing can be queued at all

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from backend_app.devstack import LocalStack
-from tests.processes import Worker, celery_worker
+from tests.processes import Worker, celery_worker, rq_pool_size
 
 
 async def queues_until(
@@ -48,10 +48,15 @@ async def test_healthy_with_workers_consuming_every_queue(
     assert body["redis"]["reachable"] is True
     assert body["redis"]["round_trip_ms"] >= 0
     assert body["workers"]["celery"]["alive"] == 1
-    assert body["workers"]["rq"]["registered"] == 1
+    # The Procfile's RQ processes: the pool's workers and the video worker.
+    assert body["workers"]["rq"]["registered"] == rq_pool_size() + 1
     assert set(body["queues"]) == {"emails", "notifications", "analytics", "video_processing"}
     for queue in body["queues"].values():
         assert {"depth", "oldest_waiting_seconds", "started", "failed", "dead", "canary"} <= set(queue)
+        assert queue["missing_from_redis"] == 0
+    for name in ("notifications", "analytics", "video_processing"):
+        assert body["queues"][name]["scheduler"] is not None, f"nobody schedules {name}'s retries"
+        assert body["queues"][name]["overdue_scheduled"] == 0
     assert body["outbox"] == {"reachable": True, "backlog": 0, "oldest_pending_seconds": None}
     assert stack.redis is not None
     assert "password" not in response.text
