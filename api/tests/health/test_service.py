@@ -118,3 +118,47 @@ async def test_redis_and_primary_down_is_unhealthy_503(client: httpx.AsyncClient
     body = response.json()
     assert body["status"] == "unhealthy"
     assert stack.primary.password not in response.text
+
+
+async def test_overdue_retries_without_a_scheduler_are_reported(client: httpx.AsyncClient, stack: LocalStack) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from backend_app.core import rq_app
+
+    # A retry that was due a minute ago and that no scheduler moved (no RQ process runs).
+    rq_app.get_queue("video_processing").enqueue_at(
+        datetime.now(UTC) - timedelta(minutes=1), "backend_app.core.rq_tasks.ping_job"
+    )
+
+    body = (await client.get("/health/queues")).json()
+
+    video = body["queues"]["video_processing"]
+    assert (video["scheduler"], video["overdue_scheduled"]) == (None, 1)
+    assert "queue video_processing: 1 scheduled retries overdue" in body["problems"]
+    assert (
+        "queue video_processing: no process holds its RQ scheduler lock (scheduled retries do not move)"
+        in body["problems"]
+    )
+
+
+async def test_tasks_recorded_as_waiting_but_missing_from_redis_are_reported(
+    client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    assert stack.primary is not None
+    # Queued long ago (past TASK_RECONCILE_GRACE) and Redis holds no message for either.
+    stack.primary.psql(
+        "INSERT INTO task_records (id, backend, queue, name, payload, status, updated_at) VALUES"
+        " ('lost-email', 'celery', 'emails', 'backend_app.core.celery_tasks.ping', '{}', 'queued',"
+        "  now() - interval '1 minute'),"
+        " ('lost-push', 'rq', 'notifications', 'backend_app.core.rq_tasks.ping_job', '{}', 'retrying',"
+        "  now() - interval '1 minute')"
+    )
+
+    body = (await client.get("/health/queues")).json()
+
+    assert body["queues"]["emails"]["missing_from_redis"] == 1
+    assert body["queues"]["notifications"]["missing_from_redis"] == 1
+    assert body["queues"]["analytics"]["missing_from_redis"] == 0
+    assert (
+        "queue emails: 1 task(s) recorded as waiting are missing from Redis (being published again)" in body["problems"]
+    )
