@@ -49,6 +49,8 @@ one set of engines per process, and drops (without closing) any inherited from a
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib
 import logging
 import os
@@ -403,6 +405,22 @@ class InProcessWorker(OutageTolerantWorker, SimpleWorker):
         _preload_job_modules()
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError as error:
+        logger.warning("work horse cannot ask to die with its worker (%s)", error)
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the worker died before the request took effect
+
+
 class WorkHorseKilled(Exception):
     """A work horse ended without finishing its job (killed, crashed, out of memory)."""
 
@@ -430,6 +448,7 @@ class PreloadedWorker(OutageTolerantWorker, Worker):
         _preload_job_modules()
         self._horse_deadline: float | None = None
         self._handing_back_job_id: str | None = None
+        self._worker_pid = os.getpid()
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
@@ -451,6 +470,14 @@ class PreloadedWorker(OutageTolerantWorker, Worker):
             self.kill_horse()
             return
         super().maintain_heartbeats(job)
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        # The horse sits in a process group of its own, so a signal to the worker's group
+        # (a process manager stopping it) does not reach it, and a SIGKILL of the worker
+        # would leave it running on, an orphan transcoding beside the job's retry. Die with
+        # the worker instead (Linux; elsewhere the orphan remains possible).
+        _die_with_parent(self._worker_pid)
+        super().main_work_horse(job, queue)
 
     def handle_work_horse_killed(self, job: Job, retpid: int, ret_val: int, rusage: Any) -> None:
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)

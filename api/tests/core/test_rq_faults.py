@@ -191,6 +191,24 @@ async def test_the_video_worker_stops_within_the_grace_and_puts_the_running_job_
     assert "is back at the front of video_processing" in video.output()
 
 
+async def test_a_work_horse_dies_with_its_killed_worker(
+    procfile: Callable[[str], ProcfileProcess], stack: LocalStack, test_task_tables: None
+) -> None:
+    video = procfile("rq-video")
+    await wait_until(lambda: live_on("video_processing") == 1, what="the video worker")
+    enqueue_video_effect("orphan", sleep=300)
+    await wait_until(lambda: query(stack, "SELECT count(*) FROM test_task_effects") == "1", what="the job to start")
+    horse = work_horse_of(video)
+    assert horse is not None
+    assert video.process is not None
+
+    os.kill(video.process.pid, signal.SIGKILL)  # the worker alone; its horse has a group of its own
+    video.process.wait(timeout=10)
+
+    # No orphan goes on transcoding beside the job's retry.
+    await wait_until(lambda: not alive(horse), seconds=5, what="the horse to die with its worker")
+
+
 async def test_schedulers_and_workers_come_back_after_redis_restarts_without_its_data(
     procfile: Callable[[str], ProcfileProcess], stack: LocalStack
 ) -> None:
