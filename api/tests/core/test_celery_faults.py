@@ -8,34 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from backend_app.devstack import LocalStack
 from tests.conftest import query
-from tests.processes import BIN_DIR, REPO_DIR, Worker, wait_until
+from tests.processes import Worker, wait_until
 
 OUTAGE_SECONDS = 30
 # kombu retries the worker's broker connection every 2, 4, ... up to 30 s: once Redis is
 # back, the worker consumes again within that interval (plus start-up of its consumer).
 WORKER_RECONNECT_SECONDS = 45
-
-
-def procfile_line(entry: str) -> str:
-    return next(
-        line.partition(":")[2].strip()
-        for line in (REPO_DIR / "Procfile").read_text().splitlines()
-        if line.partition(":")[0].strip() == entry
-    )
-
-
-def procfile_worker(entry: str, log_dir: Path, *, ready_text: str) -> Worker:
-    """The Procfile's own command line, run as honcho runs it: bash from the repository root."""
-    command = f'export PATH="{BIN_DIR}:$PATH" && cd "{REPO_DIR}" && {procfile_line(entry)}'
-    return Worker(entry, ["bash", "-c", command], ready_text, log_dir)
 
 
 def status(stack: LocalStack, task_id: str) -> str:
@@ -46,22 +29,8 @@ def logs(*workers: Worker) -> str:
     return "\n".join(f"--- {worker.name}\n{worker.output()[-4000:]}" for worker in workers)
 
 
-@pytest.fixture
-def procfile_relay(tmp_path: Path, test_task_tables: None) -> Iterator[Worker]:
-    worker = procfile_worker("relay", tmp_path, ready_text="outbox relay started").start()
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture
-def procfile_celery(tmp_path: Path, test_task_tables: None) -> Iterator[Worker]:
-    worker = procfile_worker("celery", tmp_path, ready_text="ready.").start()
-    yield worker
-    worker.stop()
-
-
 async def test_a_task_recorded_during_a_long_redis_outage_runs_once_after_it(
-    probe_client: httpx.AsyncClient, stack: LocalStack, procfile_relay: Worker, procfile_celery: Worker
+    probe_client: httpx.AsyncClient, stack: LocalStack, relay_process: Worker, celery_process: Worker
 ) -> None:
     assert stack.redis is not None
     # One task first, so the relay's Celery client has published (and any result listener
@@ -72,9 +41,9 @@ async def test_a_task_recorded_during_a_long_redis_outage_runs_once_after_it(
     stack.redis.stop()
     stopped = time.monotonic()
     during = (await probe_client.post("/probe/tasks", json={"backend": "celery", "key": "during"})).json()
-    await wait_until(lambda: "broker unavailable" in procfile_relay.output(), what="the relay to notice Redis is down")
+    await wait_until(lambda: "broker unavailable" in relay_process.output(), what="the relay to notice Redis is down")
     await asyncio.sleep(OUTAGE_SECONDS - (time.monotonic() - stopped))
-    assert status(stack, during["task_id"]) == "pending", logs(procfile_relay)
+    assert status(stack, during["task_id"]) == "pending", logs(relay_process)
     assert query(stack, "SELECT count(*) FROM outbox_messages WHERE sent_at IS NULL") == "1"
     attempts = int(query(stack, "SELECT publish_attempts FROM outbox_messages WHERE sent_at IS NULL"))
     assert attempts >= 5, "the relay should keep trying all along"
@@ -88,14 +57,14 @@ async def test_a_task_recorded_during_a_long_redis_outage_runs_once_after_it(
             what="the task recorded during the outage to succeed",
         )
     except AssertionError as timeout:
-        raise AssertionError(f"{timeout}\n{logs(procfile_relay, procfile_celery)}") from None
+        raise AssertionError(f"{timeout}\n{logs(relay_process, celery_process)}") from None
     print(f"task succeeded {time.monotonic() - back:.1f}s after Redis returned from a {OUTAGE_SECONDS}s outage")
 
     await asyncio.sleep(1)  # a duplicate delivery would show up by now
     assert query(stack, "SELECT count(*) FROM test_task_runs WHERE key = 'during'") == "1"
     assert query(stack, "SELECT count(*) FROM test_task_effects WHERE key = 'during'") == "1"
     # Nobody restarted anything: the same processes did the work, and said nothing alarming.
-    for worker in (procfile_relay, procfile_celery):
+    for worker in (relay_process, celery_process):
         assert worker.process is not None
         assert worker.process.poll() is None, f"{worker.name} exited"
         assert "Traceback" not in worker.output(), logs(worker)
@@ -103,7 +72,7 @@ async def test_a_task_recorded_during_a_long_redis_outage_runs_once_after_it(
 
 
 async def test_the_worker_consumes_again_after_redis_restarts_empty(
-    probe_client: httpx.AsyncClient, stack: LocalStack, procfile_relay: Worker, procfile_celery: Worker
+    probe_client: httpx.AsyncClient, stack: LocalStack, relay_process: Worker, celery_process: Worker
 ) -> None:
     assert stack.redis is not None
     first = (await probe_client.post("/probe/tasks", json={"backend": "celery", "key": "first"})).json()
@@ -125,11 +94,11 @@ async def test_the_worker_consumes_again_after_redis_restarts_empty(
             what="a task recorded after Redis came back empty to succeed",
         )
     except AssertionError as timeout:
-        raise AssertionError(f"{timeout}\n{logs(procfile_relay, procfile_celery)}") from None
+        raise AssertionError(f"{timeout}\n{logs(relay_process, celery_process)}") from None
     print(f"new task succeeded {time.monotonic() - back:.1f}s after an empty Redis came back")
 
     assert query(stack, "SELECT count(*) FROM test_task_runs WHERE key = 'after'") == "1"
-    assert procfile_celery.process is not None
-    assert procfile_celery.process.poll() is None
+    assert celery_process.process is not None
+    assert celery_process.process.poll() is None
     # Gossip used to log an AttributeError traceback while the consumer restarted.
-    assert "Traceback" not in procfile_celery.output(), logs(procfile_celery)
+    assert "Traceback" not in celery_process.output(), logs(celery_process)

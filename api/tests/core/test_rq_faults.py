@@ -25,18 +25,10 @@ from rq.worker import Worker as RQWorker
 from backend_app.core import rq_app
 from backend_app.devstack import LocalStack
 from tests.conftest import query
-from tests.processes import BIN_DIR, REPO_DIR, wait_until
+from tests.processes import REPO_DIR, procfile_commands, procfile_environment, wait_until
 
 HONCHO_GRACE_SECONDS = 5  # honcho's wait between SIGTERM and SIGKILL to a process group
 RECOVERY_SECONDS = 30  # the bound promised after Redis is back
-
-
-def procfile_line(entry: str) -> str:
-    for line in (REPO_DIR / "Procfile").read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == entry:
-            return command.strip()
-    raise AssertionError(f"no {entry!r} entry in the Procfile")
 
 
 class ProcfileProcess:
@@ -49,12 +41,11 @@ class ProcfileProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ProcfileProcess:
-        env = {**os.environ, "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"}
         with self.log.open("ab") as output:
             self.process = subprocess.Popen(
-                ["bash", "-c", procfile_line(self.entry)],
+                ["bash", "-c", procfile_commands()[self.entry]],
                 cwd=REPO_DIR,
-                env=env,
+                env=procfile_environment(),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
