@@ -528,6 +528,8 @@ class Soak:
             client = self.redis()
             with contextlib.suppress(Exception):
                 client.set("soak:data-marker", "1")
+            # Accepted events sit in Redis until a flush writes them: the crash comes right after.
+            await self.load.analytics(5)
             await asyncio.to_thread(stack.redis.stop)
             await asyncio.sleep(fault.seconds)
             await asyncio.to_thread(stack.redis.start)
