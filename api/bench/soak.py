@@ -26,13 +26,23 @@ What it does, in order:
    the whole RQ worker pool (parent and children), the RQ video worker, celery beat and the
    API; a replica stopped for a while; the primary restarted. After each fault a canary
    through the affected path (a registration's welcome email, a follow's push, an analytics
-   event, a video, an API write) measures the time until that path works again.
+   event, a video, an API write) measures the time until that path works again, and until
+   every task that was unfinished in the affected queues when the fault ended has succeeded
+   (the interrupted work, not only new work). After a Redis fault it also records whether
+   /health/queues still calls Redis unreachable once Redis is back.
 6. Lets the system drain (bounded by --drain-minutes, ending as soon as everything expected
    arrived and no task is unfinished), then checks from the database, the SMTP inbox and the
    push endpoint (bench/soak_check.py), prints the table and exits non-zero when anything
-   was lost, duplicated or stuck, a process needed a manual restart (supervisord gave up on
-   it), the API answered a 5xx other than a 503 with Retry-After, or the honcho check failed.
-   The per-process logs stay in the printed folder on failure.
+   was lost, duplicated or stuck, a task ended failed or dead, a process needed a manual
+   restart (supervisord no longer runs it), a process exited on its own (not one of the
+   soak's SIGKILLs: under `make dev` that stops every process), the API answered a 5xx
+   other than a 503 with Retry-After, or the honcho check failed.
+   The per-process logs stay in the printed folder on failure or when one has a traceback
+   (their counts per process are in the table).
+
+The run lasts at least --minutes: faults follow each other as soon as the previous one's
+paths recovered (bounded by a 120 s recovery timeout) and the time left allows, and the
+load goes on until the last fault has recovered.
 
 Settings: every process gets the stack's DATABASE_URL, DATABASE_URL_READ and REDIS_URL,
 MEDIA_ROOT (a temporary folder), SMTP_HOST/SMTP_PORT/SMTP_USE_TLS=false (the recording
@@ -306,10 +316,10 @@ class SoakReport:
             lines.append(f"/health/queues      {self.health_queues}")
         if self.failures():
             lines.append("RESULT: FAILED: " + "; ".join(self.failures()))
-            if self.log_dir:
-                lines.append(f"logs: {self.log_dir}")
         else:
             lines.append("RESULT: ok")
+        if self.log_dir:
+            lines.append(f"logs: {self.log_dir}")
         return "\n".join(lines)
 
     def details(self) -> str:
@@ -761,9 +771,9 @@ class Soak:
             self.tidy()
 
     def tidy(self) -> None:
-        """Remove the servers' data; keep the logs when the soak failed."""
+        """Remove the servers' data; keep the logs when the soak failed or a log has a traceback."""
         report = getattr(self, "report", None)
-        if report is not None and report.ok:
+        if report is not None and report.ok and not any(report.tracebacks.values()):
             shutil.rmtree(self.root, ignore_errors=True)
             report.log_dir = ""
             return
