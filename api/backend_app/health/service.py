@@ -124,12 +124,13 @@ async def _lost_messages_report(settings: Settings) -> dict[str, int] | None:
     except RedisError:
         return None
     except Exception as error:
+        # A report, not a gate: whatever went wrong here must not turn the endpoint into a 500.
         if not is_connection_error(error):
-            raise
+            logger.warning("could not compare task records with Redis", exc_info=error)
         return None
     counts: dict[str, int] = {}
-    for candidate in missing:
-        counts[candidate.queue] = counts.get(candidate.queue, 0) + 1
+    for entry in missing:
+        counts[entry.candidate.queue] = counts.get(entry.candidate.queue, 0) + 1
     return counts
 
 

@@ -194,8 +194,15 @@ class Relay:
             async with self.router.write_session() as session:
                 republished = await self.reconciler.check(session, rq_app.get_redis())
         except RedisError as error:
-            # Publishing reports the outage; the records are compared once Redis answers.
-            logger.debug("reconcile check skipped: Redis unavailable (%s)", type(error).__name__)
+            # Publishing reports an outage; the records are compared once Redis answers.
+            logger.info("task records not compared with Redis this time (%s)", type(error).__name__)
+            return 0
+        except Exception as error:
+            if is_connection_error(error):
+                raise  # the database is down: the loop waits for it
+            # A deadlock with a worker's bookkeeping, a bug: the check is only a safety net,
+            # so it is skipped this time rather than stopping the relay.
+            logger.warning("task records not compared with Redis this time", exc_info=error)
             return 0
         return len(republished)
 

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Integer, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -42,6 +42,12 @@ class TaskRecord(CreatedAtMixin, Base):
     __table_args__ = (
         Index("ix_task_records_owner_created", "owner_id", "created_at"),
         Index("ix_task_records_queue_status", "queue", "status"),
+        # The reconciler's scan (tasks/reconcile.py): only the unfinished records.
+        Index(
+            "ix_task_records_unfinished_updated",
+            "updated_at",
+            postgresql_where=text("status IN ('queued', 'retrying', 'started')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(100), primary_key=True)

@@ -10,20 +10,24 @@ the two every TASK_RECONCILE_INTERVAL seconds:
   message in Redis: for RQ the job hash `rq:job:<id>` (it exists while the job waits, is
   scheduled for a retry, or runs); for Celery a message with that task id in the `emails`
   list (any priority) or in kombu's `unacked` hash (taken by a worker, or a retry waiting
-  for its countdown). A Celery message held in `unacked` for longer than any live worker
-  would hold it (its time limit, plus the longest retry countdown for a retry) belongs to
-  a worker that died;
+  for its countdown). A Celery message held in `unacked` for longer than a live worker
+  would hold it (from when it was taken, or from its countdown's end, past the task time
+  limit and the grace: kombu's `unacked_index` says when) belongs to a worker that died;
+  an RQ job counts only while it waits, is scheduled, deferred or running;
 - a record `started` for longer than its queue's time limit plus the grace was abandoned by
   its worker (a live one would have stopped it at the limit): Celery's message is at best
   held by that dead worker; RQ's job must still exist for RQ's abandoned-job handling.
 
 A record found so in two checks in a row gets a new outbox row, and the relay publishes it
-again under the same task id. Effects are idempotent by task id (emails claim their
+again under the same task id (a dead worker's copy is taken out of `unacked` first, so
+Redis does not hand it out again later). One relay checks at a time (an advisory lock),
+and each republish counts as an attempt: a task that keeps vanishing is `dead` after
+TASK_MAX_ATTEMPTS instead of being published forever. Effects are idempotent by task id (emails claim their
 delivery row, notifications are stored once per task, a delivery of a task that already
 succeeded is skipped), so a second copy that turns up later is harmless. The bound: a lost
 message is published again within TASK_RECONCILE_GRACE + 2 x TASK_RECONCILE_INTERVAL
 seconds (90 s with the defaults); a message held by a dead Celery worker within its time
-limit (plus the retry countdown) more.
+limit (CELERY_TASK_TIME_LIMIT, after its countdown for a retry) more.
 """
 
 from __future__ import annotations
@@ -31,17 +35,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from redis import Redis
-from sqlalchemy import case, exists, func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend_app.core.config import Settings
 from backend_app.outbox import repository as outbox_repository
 from backend_app.outbox.models import OutboxMessage
+from backend_app.tasks import repository as task_repository
 from backend_app.tasks.models import TaskBackend, TaskRecord, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -51,7 +58,12 @@ logger = logging.getLogger(__name__)
 KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 KOMBU_UNACKED_KEY = "unacked"
+KOMBU_UNACKED_INDEX_KEY = "unacked_index"
 RQ_JOB_KEY_PREFIX = "rq:job:"
+# RQ job statuses of a job that will still run (or is running) without our help.
+RQ_LIVE_STATUSES = frozenset({b"queued", b"scheduled", b"deferred", b"started"})
+# One relay compares at a time (pg_try_advisory_xact_lock key).
+RECONCILE_LOCK_KEY = 0x7461736B_7265636F  # "taskreco"
 # Candidates looked at per check; the rest wait for the next check.
 MAX_CANDIDATES = 1000
 
@@ -62,7 +74,14 @@ class Candidate:
     backend: TaskBackend
     queue: str
     status: TaskStatus
-    age_seconds: float  # since it was last touched (queued, retrying) or started (started)
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Lost:
+    candidate: Candidate
+    # kombu delivery tags of copies a dead worker still holds, to take out of `unacked`.
+    held_tags: tuple[str, ...] = ()
 
 
 def time_limits(settings: Settings) -> dict[str, int]:
@@ -82,15 +101,8 @@ async def candidates(session: AsyncSession, settings: Settings) -> list[Candidat
         (TaskRecord.queue == queue) & (TaskRecord.started_at < func.now() - grace - timedelta(seconds=limit))
         for queue, limit in time_limits(settings).items()
     ]
-    since = case((TaskRecord.status == TaskStatus.started, TaskRecord.started_at), else_=TaskRecord.updated_at)
     rows = await session.execute(
-        select(
-            TaskRecord.id,
-            TaskRecord.backend,
-            TaskRecord.queue,
-            TaskRecord.status,
-            func.extract("epoch", func.now() - since).label("age"),
-        )
+        select(TaskRecord.id, TaskRecord.backend, TaskRecord.queue, TaskRecord.status, TaskRecord.attempts)
         .where(
             or_(
                 TaskRecord.status.in_([TaskStatus.queued, TaskStatus.retrying])
@@ -103,31 +115,44 @@ async def candidates(session: AsyncSession, settings: Settings) -> list[Candidat
         .order_by(TaskRecord.updated_at)
         .limit(MAX_CANDIDATES)
     )
-    return [Candidate(row.id, row.backend, row.queue, row.status, float(row.age)) for row in rows.all()]
+    return [Candidate(row.id, row.backend, row.queue, row.status, row.attempts) for row in rows.all()]
 
 
-def _celery_task_ids(redis: Redis, queues: Iterable[str]) -> tuple[set[str], set[str]]:
-    """Ids of the Celery messages in Redis: (waiting in a queue list, taken and unacknowledged)."""
-    waiting: set[str | None] = set()
+@dataclass(frozen=True)
+class HeldMessage:
+    tag: str
+    held_since: float  # when a worker took it (kombu's unacked_index score, epoch seconds)
+    eta: float | None  # when its countdown ends (a retry), epoch seconds
+
+
+def _celery_messages(redis: Redis, queues: Iterable[str]) -> tuple[set[str], dict[str, list[HeldMessage]]]:
+    """The Celery messages in Redis: ids waiting in a queue list, and copies taken by a
+    worker and not acknowledged, by task id."""
+    waiting: set[str] = set()
     for queue in queues:
         for step in KOMBU_PRIORITY_STEPS:
             key = queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEPARATOR}{step}"
-            waiting.update(_message_task_id(raw) for raw in redis.lrange(key, 0, -1))
-    held: set[str | None] = set()
-    for raw in redis.hvals(KOMBU_UNACKED_KEY):
-        try:
-            message = json.loads(raw)[0]  # [message, exchange, routing key]
-        except (ValueError, IndexError, TypeError, KeyError):
+            waiting.update(filter(None, (_message_id(_load(raw)) for raw in redis.lrange(key, 0, -1))))
+    taken_at = {_text(tag): score for tag, score in redis.zrange(KOMBU_UNACKED_INDEX_KEY, 0, -1, withscores=True)}
+    held: dict[str, list[HeldMessage]] = {}
+    for tag, raw in redis.hgetall(KOMBU_UNACKED_KEY).items():
+        stored = _load(raw)  # [message, exchange, routing key]
+        message = stored[0] if isinstance(stored, list) and stored else None
+        task_id = _message_id(message)
+        if task_id is None:
             continue
-        held.add(_message_id(message))
-    waiting.discard(None)
-    held.discard(None)
-    return waiting, held  # type: ignore[return-value]
+        tag = _text(tag)
+        held.setdefault(task_id, []).append(HeldMessage(tag, taken_at.get(tag, 0.0), _eta(message)))
+    return waiting, held
 
 
-def _message_task_id(raw: bytes | str) -> str | None:
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _load(raw: bytes | str) -> Any:
     try:
-        return _message_id(json.loads(raw))
+        return json.loads(raw)
     except ValueError:
         return None
 
@@ -138,37 +163,58 @@ def _message_id(message: object) -> str | None:
     return task_id if isinstance(task_id, str) else None
 
 
-def longest_hold_seconds(candidate: Candidate, settings: Settings) -> float:
-    """How long a live Celery worker may hold this task's message unacknowledged."""
-    if candidate.status is TaskStatus.started:
-        return 0.0  # already past its time limit: its worker is gone
-    hold = settings.celery_task_time_limit + settings.task_reconcile_grace
-    if candidate.status is TaskStatus.retrying:
-        hold += settings.task_retry_backoff_max  # a retry waits out its countdown in the worker
-    return hold
+def _eta(message: object) -> float | None:
+    headers = message.get("headers") if isinstance(message, dict) else None
+    eta = headers.get("eta") if isinstance(headers, dict) else None
+    if not isinstance(eta, str):
+        return None
+    try:
+        return datetime.fromisoformat(eta).timestamp()
+    except ValueError:
+        return None
 
 
-def lost_messages(redis: Redis, found: list[Candidate], settings: Settings) -> list[Candidate]:
-    """The candidates whose message Redis lost or only a dead worker holds (blocking; run it
+def abandoned(held: HeldMessage, settings: Settings, now: float) -> bool:
+    """Whether no live worker could still be holding this copy: a live one runs a message
+    when its countdown ends and stops it at the time limit."""
+    due = max(held.held_since, held.eta or 0.0)
+    return now > due + settings.celery_task_time_limit + settings.task_reconcile_grace
+
+
+def lost_messages(redis: Redis, found: list[Candidate], settings: Settings) -> list[Lost]:
+    """The candidates whose message Redis lost, or only a dead worker holds (blocking; run it
     in a thread)."""
     rq_candidates = [c for c in found if c.backend is TaskBackend.rq]
     celery_candidates = [c for c in found if c.backend is TaskBackend.celery]
-    lost: list[Candidate] = []
+    lost: list[Lost] = []
     if rq_candidates:
         with redis.pipeline(transaction=False) as pipeline:
             for candidate in rq_candidates:
-                pipeline.exists(f"{RQ_JOB_KEY_PREFIX}{candidate.task_id}")
-            exists = pipeline.execute()
-        lost += [c for c, present in zip(rq_candidates, exists, strict=True) if not present]
+                pipeline.hget(f"{RQ_JOB_KEY_PREFIX}{candidate.task_id}", "status")
+            statuses = pipeline.execute()
+        # A job that failed or finished while its record could not be written (the database
+        # was down) will not run again by itself either.
+        lost += [Lost(c) for c, status in zip(rq_candidates, statuses, strict=True) if status not in RQ_LIVE_STATUSES]
     if celery_candidates:
-        waiting, held = _celery_task_ids(redis, {c.queue for c in celery_candidates})
+        waiting, held = _celery_messages(redis, {c.queue for c in celery_candidates})
+        now = time.time()
         for candidate in celery_candidates:
             if candidate.task_id in waiting:
                 continue
-            if candidate.task_id in held and candidate.age_seconds <= longest_hold_seconds(candidate, settings):
+            copies = held.get(candidate.task_id, [])
+            if any(not abandoned(copy, settings, now) for copy in copies):
                 continue
-            lost.append(candidate)
+            lost.append(Lost(candidate, tuple(copy.tag for copy in copies)))
     return lost
+
+
+def forget_held(redis: Redis, tags: list[str]) -> None:
+    """Take a dead worker's copies out of kombu's `unacked`, so they are not restored later."""
+    if tags:
+        with redis.pipeline(transaction=True) as pipeline:
+            pipeline.hdel(KOMBU_UNACKED_KEY, *tags)
+            pipeline.zrem(KOMBU_UNACKED_INDEX_KEY, *tags)
+            pipeline.execute()
 
 
 class Reconciler:
@@ -180,27 +226,48 @@ class Reconciler:
         self.republished_total = 0
 
     async def check(self, session: AsyncSession, redis: Redis) -> list[Candidate]:
-        """One check; returns the tasks given a new outbox row. Raises RedisError while Redis is down."""
+        """One check; returns the tasks given a new outbox row (or ended `dead`). Raises
+        RedisError while Redis is down."""
+        if not await session.scalar(select(func.pg_try_advisory_xact_lock(RECONCILE_LOCK_KEY))):
+            return []  # another relay is checking
         found = await candidates(session, self.settings)
-        missing = await asyncio.to_thread(lost_messages, redis, found, self.settings) if found else []
-        confirmed = [c for c in missing if c.task_id in self._missing_last_time]
-        self._missing_last_time = {c.task_id for c in missing} - {c.task_id for c in confirmed}
-        for candidate in confirmed:
+        lost = await asyncio.to_thread(lost_messages, redis, found, self.settings) if found else []
+        confirmed = [entry for entry in lost if entry.candidate.task_id in self._missing_last_time]
+        self._missing_last_time = {entry.candidate.task_id for entry in lost} - {
+            entry.candidate.task_id for entry in confirmed
+        }
+        if not confirmed:
+            return []
+        await asyncio.to_thread(forget_held, redis, [tag for entry in confirmed for tag in entry.held_tags])
+        limit = self.settings.task_max_attempts
+        given_up = [entry.candidate for entry in confirmed if entry.candidate.attempts + 1 > limit]
+        again = [entry.candidate for entry in confirmed if entry.candidate.attempts + 1 <= limit]
+        for candidate in again:
             await outbox_repository.add_message(session, candidate.task_id)
-        if confirmed:
-            # The grace period starts again: the new message needs time to reach Redis.
+        if again:
+            # Counted as an attempt (a task that keeps vanishing ends dead), and the grace
+            # period starts again: the new message needs time to reach Redis.
             await session.execute(
                 update(TaskRecord)
-                .where(TaskRecord.id.in_([c.task_id for c in confirmed]))
-                .values(updated_at=func.now())
+                .where(TaskRecord.id.in_([c.task_id for c in again]))
+                .values(attempts=TaskRecord.attempts + 1, updated_at=func.now())
             )
-        if confirmed:
-            self.republished_total += len(confirmed)
+            self.republished_total += len(again)
             logger.warning(
                 "%d task(s) recorded %s had no live message in Redis (lost with its data, or held by a dead"
                 " worker); published again: %s",
-                len(confirmed),
-                "/".join(sorted({c.status.value for c in confirmed})),
-                ", ".join(f"{c.task_id} ({c.queue})" for c in confirmed[:20]),
+                len(again),
+                "/".join(sorted({c.status.value for c in again})),
+                ", ".join(f"{c.task_id} ({c.queue})" for c in again[:20]),
             )
-        return confirmed
+        for candidate in given_up:
+            await task_repository.finish(
+                session,
+                task_id=candidate.task_id,
+                status=TaskStatus.dead,
+                error=f"its message vanished from Redis again after {candidate.attempts} attempts; gave up",
+            )
+            logger.error(
+                "task %s (%s) dead: its message keeps vanishing from Redis", candidate.task_id, candidate.queue
+            )
+        return [*again, *given_up]

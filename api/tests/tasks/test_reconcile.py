@@ -4,13 +4,19 @@ waiting but Redis no longer holds (backend_app/tasks/reconcile.py)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from backend_app.core.config import Settings
+from backend_app.core.read_replica import get_database_router
 from backend_app.core.rq_app import get_redis
 from backend_app.devstack import LocalStack
+from backend_app.tasks.reconcile import Reconciler
 from tests.conftest import query
 from tests.processes import Worker, celery_worker, rq_worker, wait_until
 from tests.tasks.test_tracking import record, status_of
@@ -55,3 +61,59 @@ async def test_a_task_whose_message_is_still_in_redis_is_left_alone(
 
     assert query(stack, "SELECT count(*) FROM outbox_messages") == "2"
     assert "published again" not in relay_process.output()
+
+
+def kombu_message(task_id: str) -> str:
+    """A Celery message as kombu's Redis transport stores it in `unacked`."""
+    message = {"body": "", "headers": {"id": task_id, "task": "backend_app.core.celery_tasks.ping", "eta": None}}
+    return json.dumps([message, "", "emails"])
+
+
+async def check_twice(settings: Settings) -> list[str]:
+    """Two reconcile checks in a row (a loss counts once it is seen twice)."""
+    reconciler = Reconciler(settings)
+    found: list[str] = []
+    for _ in range(2):
+        async with get_database_router().write_session() as session:
+            found += [candidate.task_id for candidate in await reconciler.check(session, get_redis())]
+    return found
+
+
+async def test_a_message_only_a_dead_celery_worker_holds_is_published_again_and_taken_out_of_unacked(
+    app: FastAPI, settings: Settings, stack: LocalStack
+) -> None:
+    # Started long ago by a worker that died: its copy sits in `unacked` since then, and a
+    # live worker's copy (taken just now) of another task must be left alone.
+    query(
+        stack,
+        "INSERT INTO task_records (id, backend, queue, name, payload, status, attempts, started_at, updated_at)"
+        " VALUES ('orphaned', 'celery', 'emails', 'backend_app.core.celery_tasks.ping', '{}', 'started', 1,"
+        "         now() - interval '1 hour', now() - interval '1 hour'),"
+        "        ('running', 'celery', 'emails', 'backend_app.core.celery_tasks.ping', '{}', 'queued', 0,"
+        "         NULL, now() - interval '1 hour')",
+    )
+    redis = get_redis()
+    redis.hset("unacked", mapping={"tag-dead": kombu_message("orphaned"), "tag-live": kombu_message("running")})
+    redis.zadd("unacked_index", {"tag-dead": time.time() - 3600, "tag-live": time.time()})
+
+    assert await check_twice(settings) == ["orphaned"]
+
+    assert query(stack, "SELECT task_id FROM outbox_messages WHERE sent_at IS NULL") == "orphaned"
+    assert query(stack, "SELECT attempts FROM task_records WHERE id = 'orphaned'") == "2"
+    assert redis.hkeys("unacked") == [b"tag-live"], "the dead worker's copy must not be handed out again later"
+
+
+async def test_a_task_whose_message_keeps_vanishing_ends_dead(
+    app: FastAPI, settings: Settings, stack: LocalStack
+) -> None:
+    query(
+        stack,
+        "INSERT INTO task_records (id, backend, queue, name, payload, status, attempts, updated_at)"
+        f" VALUES ('vanishing', 'rq', 'notifications', 'backend_app.core.rq_tasks.ping_job', '{{}}', 'queued',"
+        f"         {settings.task_max_attempts}, now() - interval '1 hour')",
+    )
+
+    assert await check_twice(settings) == ["vanishing"]
+
+    assert query(stack, "SELECT status FROM task_records WHERE id = 'vanishing'") == "dead"
+    assert query(stack, "SELECT count(*) FROM outbox_messages") == "0"
