@@ -50,7 +50,6 @@ one set of engines per process, and drops (without closing) any inherited from a
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import importlib
 import logging
 import os
@@ -81,7 +80,7 @@ from rq.worker import BaseWorker, SimpleWorker, Worker, WorkerStatus
 from backend_app.core.config import get_settings
 from backend_app.core.logging import configure_worker_logging
 from backend_app.core.rq_app import HEARTBEAT_TTL_FIELD
-from backend_app.tasks.tracking import JobBatch, job_function_attribute
+from backend_app.tasks.tracking import JobBatch, job_function_attribute, return_to_queue
 
 logger = logging.getLogger(__name__)
 
@@ -411,11 +410,9 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent d
 def _die_with_parent(parent_pid: int) -> None:
     if not sys.platform.startswith("linux"):
         return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError as error:
-        logger.warning("work horse cannot ask to die with its worker (%s)", error)
+    # CDLL(None): the symbols already loaded into this process, libc's prctl among them.
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        logger.warning("work horse cannot ask to die with its worker (errno %d)", ctypes.get_errno())
         return
     if os.getppid() != parent_pid:
         os._exit(1)  # the worker died before the request took effect
@@ -502,6 +499,9 @@ class PreloadedWorker(OutageTolerantWorker, Worker):
             queue.push_job_id(job.id, pipeline=pipeline, at_front=True)
             self.set_current_job_id(None, pipeline=pipeline)
             pipeline.execute()
+        # Its record goes back to queued, the interrupted start not counted, as BatchWorker's
+        # hand-back does (a long stop would otherwise leave it `started`, to be swept dead).
+        return_to_queue([job.id])
         self.log.info("worker %s: job %s is back at the front of %s", self.name, job.id, queue.name)
 
 

@@ -222,14 +222,7 @@ class JobBatch:
     def hand_back(self, job_ids: list[str]) -> None:
         """The worker returned these jobs to their queue unrun: their records go back to queued."""
         started = [job_id for job_id in job_ids if self._attempts.pop(job_id, None) is not None]
-        if not started:
-            return
-        try:
-            run_async(_unstart_many(started))
-        except Exception as error:
-            # The jobs are back in their queue already; the records say started (one attempt
-            # too many) until the jobs run again.
-            logger.error("could not return %d task records to queued (%s)", len(started), describe(error))
+        return_to_queue(started)
 
     @contextmanager
     def active(self) -> Iterator[JobBatch]:
@@ -241,6 +234,19 @@ class JobBatch:
 
 
 _current_batch: ContextVar[JobBatch | None] = ContextVar("current_job_batch", default=None)
+
+
+def return_to_queue(task_ids: list[str]) -> None:
+    """Jobs a worker put back on their queue unrun (a stop): their records go back to
+    queued, the start that did not finish not counted as an attempt."""
+    if not task_ids:
+        return
+    try:
+        run_async(_unstart_many(task_ids))
+    except Exception as error:
+        # The jobs are back in their queue already; the records say started (one attempt
+        # too many) until the jobs run again.
+        logger.error("could not return %d task records to queued (%s)", len(task_ids), describe(error))
 
 
 async def _start_many(tasks: list[repository.StartingTask]) -> dict[str, int]:

@@ -177,6 +177,8 @@ async def test_the_video_worker_stops_within_the_grace_and_puts_the_running_job_
     assert job.get_status(refresh=True) == "queued"
     assert rq_app.get_queue(rq_app.VIDEO_QUEUE).job_ids == [job.id]
     assert job.retries_left == 1
+    # Its record is queued again, the interrupted start not counted.
+    assert query(stack, f"SELECT status, attempts FROM task_records WHERE id = '{job.id}'") == "queued|0"
     assert RQWorker.all(connection=redis()) == []
     assert rq_app.scheduler_lock_holders(redis())["video_processing"] is None
     assert "is back at the front of video_processing" in video.output()
