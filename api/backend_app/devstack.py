@@ -543,13 +543,22 @@ def _say(message: str) -> None:
         print(f"devstack: {message}", file=sys.stderr, flush=True)
 
 
-def _print_environment(data_dir: Path, replicas: int) -> int:
-    """What a process started by hand needs to join `make dev`'s servers."""
-    if not (data_dir / "ports.json").exists():
+def _print_environment(data_dir: Path) -> int:
+    """What a process started by hand needs to join `make dev`'s servers. Reads what
+    `make dev` saved and changes nothing (no ports picked, no password made)."""
+    ports_file, password_file = data_dir / "ports.json", data_dir / "postgres-password"
+    if not (ports_file.exists() and password_file.exists()):
         _say(f"no local stack under {data_dir}: run `make dev` first")
         return 1
-    stack = LocalStack(data_dir, replicas=replicas)
-    for name, value in stack.environment().items():
+    *postgres_ports, redis_port = json.loads(ports_file.read_text())
+    password = password_file.read_text().strip()
+    urls = [f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{DEFAULT_DATABASE}" for port in postgres_ports]
+    environment = {
+        "DATABASE_URL": urls[0],
+        "DATABASE_URL_READ": ",".join(urls[1:]),
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+    }
+    for name, value in environment.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
 
@@ -566,10 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("command", nargs=argparse.REMAINDER)
     show = sub.add_parser("env", help="print `export` lines for the servers `make dev` runs (to eval in a shell)")
     show.add_argument("--data-dir", type=Path, default=API_DIR.parent / ".devdata")
-    show.add_argument("--replicas", type=int, default=2)
     args = parser.parse_args(argv)
     if args.action == "env":
-        return _print_environment(args.data_dir, args.replicas)
+        return _print_environment(args.data_dir)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")
