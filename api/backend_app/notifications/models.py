@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Identity, Index, String, Text, true
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend_app.core.database import Base, CreatedAtMixin
@@ -27,6 +27,9 @@ class Notification(CreatedAtMixin, Base):
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set once the devices were pushed to: a retried job pushes only if this is empty.
     pushed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Devices an attempt that then failed had already reached: a later attempt leaves them
+    # out, even one published again after Redis lost the job (and its meta) with its data.
+    pushed_tokens: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False, server_default="{}")
 
 
 class Device(CreatedAtMixin, Base):

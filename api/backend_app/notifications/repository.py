@@ -15,8 +15,9 @@ from backend_app.notifications.models import Device, Notification, NotificationP
 
 async def add_once(
     session: AsyncSession, *, task_id: str | None, user_id: int, type: str, title: str, body: str, data: dict[str, Any]
-) -> tuple[int, bool]:
-    """Store the in-app notification once per task; returns (its id, already pushed)."""
+) -> tuple[int, bool, frozenset[str]]:
+    """Store the in-app notification once per task; returns (its id, already pushed, the
+    devices an earlier attempt reached)."""
     statement = (
         insert(Notification)
         .values(task_id=task_id, user_id=user_id, type=type, title=title, body=body, data=data)
@@ -25,11 +26,15 @@ async def add_once(
     )
     new_id = (await session.execute(statement)).scalar_one_or_none()
     if new_id is not None:
-        return new_id, False
+        return new_id, False, frozenset()
     existing = (
-        await session.execute(select(Notification.id, Notification.pushed_at).where(Notification.task_id == task_id))
+        await session.execute(
+            select(Notification.id, Notification.pushed_at, Notification.pushed_tokens).where(
+                Notification.task_id == task_id
+            )
+        )
     ).one()
-    return existing.id, existing.pushed_at is not None
+    return existing.id, existing.pushed_at is not None, frozenset(existing.pushed_tokens)
 
 
 # Many notifications in one statement: each stored once per task id, and for each, what
@@ -51,6 +56,7 @@ _ADD_MANY_ONCE = text(
     SELECT incoming.task_id,
            coalesce(inserted.id, existing.id) AS id,
            existing.pushed_at IS NOT NULL AS already_pushed,
+           coalesce(existing.pushed_tokens, '{}') AS pushed_tokens,
            coalesce(preference.push, true) AS wants_push,
            coalesce(devices.tokens, '{}') AS tokens,
            coalesce(devices.platforms, '{}') AS platforms
@@ -73,6 +79,7 @@ class StoredNotification:
     already_pushed: bool
     wants_push: bool
     devices: list[tuple[str, str]]  # (token, platform)
+    pushed_tokens: frozenset[str]  # devices an earlier attempt reached
 
 
 async def add_many_once(session: AsyncSession, notices: dict[str, dict[str, Any]]) -> dict[str, StoredNotification]:
@@ -94,13 +101,31 @@ async def add_many_once(session: AsyncSession, notices: dict[str, dict[str, Any]
     )
     return {
         row.task_id: StoredNotification(
-            row.id, row.already_pushed, row.wants_push, list(zip(row.tokens, row.platforms, strict=True))
+            row.id,
+            row.already_pushed,
+            row.wants_push,
+            list(zip(row.tokens, row.platforms, strict=True)),
+            frozenset(row.pushed_tokens),
         )
         for row in rows
         # No id: another delivery of the same task inserted it after this statement's snapshot
         # was taken. Left out, so that job stores (finds) it alone with `add_once`.
         if row.id is not None
     }
+
+
+_REMEMBER_REACHED = text(
+    """
+    UPDATE notifications
+    SET pushed_tokens = ARRAY(SELECT DISTINCT unnest(pushed_tokens || CAST(:tokens AS text[])) ORDER BY 1)
+    WHERE id = :notification_id
+    """
+)
+
+
+async def remember_reached(session: AsyncSession, notification_id: int, tokens: set[str]) -> None:
+    """Add `tokens` to the devices this notification already reached."""
+    await session.execute(_REMEMBER_REACHED, {"notification_id": notification_id, "tokens": sorted(tokens)})
 
 
 async def mark_pushed(session: AsyncSession, notification_id: int) -> None:

@@ -38,12 +38,27 @@ TITLE_LIMIT = 200
 async def _store(task_id: str | None, user_id: int, type: str, push: Push) -> tuple[int, list[Target]]:
     """Store the notification once; return it and the devices still to push to."""
     async with get_database_router().write_session() as session:
-        notification_id, already_pushed = await repository.add_once(
+        notification_id, already_pushed, reached = await repository.add_once(
             session, task_id=task_id, user_id=user_id, type=type, title=push.title, body=push.body, data=push.data
         )
         if already_pushed or not await repository.wants_push(session, user_id, type):
             return notification_id, []
-        return notification_id, [Target(d.token, d.platform) for d in await repository.devices_of(session, user_id)]
+        devices = await repository.devices_of(session, user_id)
+        return notification_id, [Target(d.token, d.platform) for d in devices if d.token not in reached]
+
+
+async def _remember_reached(notification_id: int, tokens: set[str]) -> None:
+    async with get_database_router().write_session() as session:
+        await repository.remember_reached(session, notification_id, tokens)
+
+
+def _remember_reached_quietly(notification_id: int, tokens: set[str]) -> None:
+    """Record the devices a failing attempt reached; the job's meta keeps them too, so a
+    database that is down now only weakens this to what RQ alone would do."""
+    try:
+        run_async(_remember_reached(notification_id, tokens))
+    except Exception as error:
+        logger.warning("notification %d: could not record the devices reached (%s)", notification_id, error)
 
 
 async def _after_push(notification_id: int, invalid_tokens: set[str]) -> None:
@@ -85,7 +100,9 @@ async def _store_many(notices: dict[str, Notice]) -> dict[str, tuple[int, list[T
     return {
         task_id: (
             row.id,
-            [] if row.already_pushed or not row.wants_push else [Target(*device) for device in row.devices],
+            []
+            if row.already_pushed or not row.wants_push
+            else [Target(*device) for device in row.devices if device[0] not in row.pushed_tokens],
         )
         for task_id, row in stored.items()
     }
@@ -154,10 +171,16 @@ def notify(
         return {"notification_id": notification_id, "pushed": 0}
     remaining = [target for target in targets if target.token not in pushed_before]
     invalid: set[str] = set()
+    reached = reached if reached is not None else set()
     if remaining:
         settings = get_settings()
-        with httpx.Client(timeout=settings.push_timeout) as client:
-            invalid = provider_for(settings, client).send(remaining, push, reached if reached is not None else set())
+        try:
+            with httpx.Client(timeout=settings.push_timeout) as client:
+                invalid = provider_for(settings, client).send(remaining, push, reached)
+        except BaseException:
+            if reached:
+                _remember_reached_quietly(notification_id, reached)
+            raise
     run_async(_after_push(notification_id, invalid))
     if invalid:
         logger.info("removed %d device token(s) the provider reported invalid", len(invalid))

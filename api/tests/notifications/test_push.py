@@ -430,3 +430,41 @@ def test_fcm_provider_mints_a_token_and_speaks_http_v1(
         "notification": {"title": "Hi", "body": "There"},
         "data": {"post_id": "7"},
     }
+
+
+async def test_a_push_published_again_after_redis_lost_its_job_skips_the_devices_already_reached(
+    stack: LocalStack, receiver: PushReceiver, make_user: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
+    assert stack.primary is not None
+    assert stack.redis is not None
+    ada_id, _ = make_user("ada")
+    bob_id, _ = make_user("bob")
+    stack.primary.psql(
+        "INSERT INTO devices (user_id, token, platform)"
+        f" VALUES ({ada_id}, 'ada-phone', 'ios'), ({ada_id}, 'ada-tablet', 'ios')"
+    )
+    tablet_answers = iter([503])  # the tablet's first push fails transiently, then 200s
+    receiver.status_for = lambda payload: next(tablet_answers, 200) if payload["token"] == "ada-tablet" else 200
+    kwargs = {"liker_id": bob_id, "liker_name": "Bob", "post_owner_id": ada_id, "post_id": 1}
+    # The first attempt reaches the phone, fails on the tablet, and waits for a retry...
+    job = rq_app.publish("notifications", LIKE_JOB, kwargs=kwargs, job_id="like-task")
+    worker = batch_worker(tmp_path).start()
+    try:
+        await wait_until(lambda: job.get_status(refresh=True) == "scheduled", what="the retry to be scheduled")
+    finally:
+        worker.stop()
+    # ...which Redis then loses with its data (the job's meta with it); the relay publishes
+    # the task again under the same id.
+    stack.redis.stop()
+    stack.redis.start()
+    again = rq_app.publish("notifications", LIKE_JOB, kwargs=kwargs, job_id="like-task")
+    worker = batch_worker(tmp_path).start()
+    try:
+        await wait_until(lambda: again.get_status(refresh=True) == "finished", what="the task published again")
+    finally:
+        worker.stop()
+
+    # The phone once: the devices reached are kept with the notification, not only in Redis.
+    assert [p["token"] for p in receiver.received] == ["ada-phone", "ada-tablet", "ada-tablet"]
+    assert stack.primary.psql("SELECT count(*), bool_and(pushed_at IS NOT NULL) FROM notifications") == "1|t"
+    assert stack.primary.psql("SELECT status FROM task_records") == "succeeded"
