@@ -11,7 +11,8 @@ import asyncio
 import atexit
 import logging
 import os
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from billiard.exceptions import SoftTimeLimitExceeded
@@ -77,6 +78,30 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     if interruption is not None:
         raise interruption  # it landed in a callback while the task was finishing
     return result
+
+
+# How long a worker waits for the database to record an outcome that already happened (an
+# email handed to the SMTP server, a task's end): a primary restart takes seconds.
+RECORD_WAIT_SECONDS = 60.0
+
+
+def run_async_when_database_answers(
+    make_coroutine: Callable[[], Coroutine[Any, Any, T]], *, seconds: float = RECORD_WAIT_SECONDS
+) -> T:
+    """`run_async(make_coroutine())`, tried again while the database cannot be reached, for
+    up to `seconds`; then the last connection error is raised. For writes that record what
+    already happened, which a short outage must not turn into a wrong or missing record."""
+    deadline = time.monotonic() + seconds
+    delay = 0.25
+    while True:
+        try:
+            return run_async(make_coroutine())
+        except Exception as error:
+            if not read_replica.is_connection_error(error) or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unavailable (%s); trying again in %.1fs", type(error).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _keep_interruptions(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from backend_app.core.config import Settings, get_settings
 from backend_app.core.read_replica import get_database_router
-from backend_app.core.worker_runtime import run_async
+from backend_app.core.worker_runtime import run_async, run_async_when_database_answers
 from backend_app.emails.models import DeliveryStatus, EmailDelivery
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
 
@@ -190,6 +190,8 @@ def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context
         except MaybeSent as error:
             # The row stays "sending": no attempt will send it again.
             raise PermanentTaskError(f"connection lost while the SMTP server took the message ({error})") from None
-    run_async(_settle(task_id, DeliveryStatus.sent))
+    # Sent: a database that is restarting right now must not leave the row "sending", which
+    # would fail every later attempt as an unknown outcome.
+    run_async_when_database_answers(lambda: _settle(task_id, DeliveryStatus.sent))
     logger.info("email %r sent to %s (task %s)", rendered.subject, to_email, task_id)
     return {"template": template, "sent": bool(settings.smtp_host)}

@@ -21,7 +21,7 @@ from rq.job import Job
 
 from backend_app.core.config import get_settings
 from backend_app.core.read_replica import get_database_router, is_connection_error, reading_after
-from backend_app.core.worker_runtime import run_async
+from backend_app.core.worker_runtime import run_async, run_async_when_database_answers
 from backend_app.tasks import repository
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
 from backend_app.tasks.models import FINISHED_STATUSES, TaskBackend, TaskStatus
@@ -92,9 +92,11 @@ async def _finish(
 
 
 def _record(task_id: str, status: TaskStatus, **details: Any) -> None:
-    """Write a status from a worker hook; a database outage is logged, never raised into Celery."""
+    """Write a status from a worker hook, waiting out a short database outage (a primary
+    restart); a longer one is logged, never raised into Celery or RQ, and leaves the record
+    to the stalled-task sweep and the reconciliation (tasks/reconcile.py)."""
     try:
-        run_async(_finish(task_id, status, **details))
+        run_async_when_database_answers(lambda: _finish(task_id, status, **details))
     except Exception as error:
         if not is_connection_error(error):
             raise
@@ -202,7 +204,7 @@ class JobBatch:
         if not succeeded:
             return
         try:
-            run_async(_succeed_many(succeeded))
+            run_async_when_database_answers(lambda: _succeed_many(succeeded))
         except Exception as error:
             if is_connection_error(error):
                 logger.error("could not record %d successes (database unavailable: %s)", len(succeeded), error)

@@ -115,3 +115,43 @@ async def test_cleanup_old_notifications_runs_once_a_day(mail_workers: SmtpSink,
 
     results = {task_field(stack, f"cleanup-{n}", "result::text") for n in range(2)}
     assert results == {'{"deleted": 0}', '{"deleted": 0, "skipped": "already ran today"}'}
+
+
+async def test_a_primary_restart_right_after_the_server_took_the_email_ends_sent_not_failed(
+    smtp_sink: SmtpSink, stack: LocalStack, tmp_path: Path, test_task_tables: None
+) -> None:
+    import threading
+
+    assert stack.primary is not None
+    primary = stack.primary
+    restarted = threading.Event()
+
+    def restart_primary() -> None:
+        primary.stop()
+        time_down = 3
+        threading.Timer(time_down, lambda: (primary.start(), restarted.set())).start()
+
+    # The SMTP server takes the message; the primary goes down before the worker can record it.
+    original = smtp_sink.handle_DATA
+
+    async def take_then_restart(server: object, session: object, envelope: object) -> str:
+        reply = await original(server, session, envelope)
+        if not restarted.is_set() and not getattr(take_then_restart, "done", False):
+            take_then_restart.done = True  # type: ignore[attr-defined]
+            threading.Thread(target=restart_primary).start()
+            await asyncio.sleep(1.5)  # the reply reaches the worker once the primary is stopping
+        return reply
+
+    smtp_sink.handle_DATA = take_then_restart  # type: ignore[method-assign]
+    worker = celery_worker(tmp_path).start()
+    try:
+        celery_app.send_task(WELCOME, kwargs=WELCOME_ARGS, task_id="welcome-restart", queue="emails")
+        await wait_for_mail(smtp_sink, "ada@example.com")
+        await wait_until(restarted.is_set, seconds=30, what="the primary back")
+        await wait_until(
+            lambda: task_field(stack, "welcome-restart", "status") == "succeeded", seconds=60, what="success"
+        )
+    finally:
+        worker.stop()
+    assert len(smtp_sink.to("ada@example.com")) == 1
+    assert primary.psql("SELECT status FROM email_deliveries WHERE id = 'welcome-restart'") == "sent"
