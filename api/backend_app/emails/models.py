@@ -12,7 +12,7 @@ from backend_app.core.database import Base, CreatedAtMixin
 
 
 class DeliveryStatus(enum.StrEnum):
-    sending = "sending"  # handed to the SMTP server, outcome not yet recorded
+    sending = "sending"  # an attempt is talking to the SMTP server; see handed_over_at
     sent = "sent"
     failed = "failed"
 
@@ -33,3 +33,6 @@ class EmailDelivery(CreatedAtMixin, Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
     last_error: Mapped[str | None] = mapped_column(Text)
+    # When the message body started towards the server (after its DATA go-ahead): from here
+    # until the server's answer is recorded, the outcome of a dead attempt is unknown.
+    handed_over_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -6,8 +6,10 @@ bookkeeping goes through the async database layer with `run_async`.
 A task may be delivered twice (see BACKGROUND_JOBS_SETUP.md). Before talking to the SMTP
 server the task claims its row in `email_deliveries`; a second delivery of a task whose
 email is `sent` sends nothing. If a worker died while the SMTP server was taking the
-message, the row stays `sending` and the outcome is unknown: we do not send again (never
-twice), and the task fails saying so.
+message body, the outcome is unknown: we do not send again (never twice), and the task
+fails saying so. That window is kept as short as SMTP allows: the row notes the moment the
+body starts towards the server (after its DATA go-ahead), and an attempt that died before
+it (connecting, greeting, TLS, sender, recipients) is simply sent again by the next one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import smtplib
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr
@@ -22,11 +25,11 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from backend_app.core.config import Settings, get_settings
-from backend_app.core.read_replica import get_database_router
+from backend_app.core.read_replica import get_database_router, is_connection_error
 from backend_app.core.worker_runtime import run_async, run_async_when_database_answers
 from backend_app.emails.models import DeliveryStatus, EmailDelivery
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
@@ -95,10 +98,36 @@ def _decode(reply: bytes | str) -> str:
     return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
 
 
-def _smtp_send(message: EmailMessage, settings: Settings) -> None:
+class _HandOverSMTP(smtplib.SMTP):
+    """smtplib's client, calling `before_body` once the server said go ahead with the body
+    (DATA's 354), right before the body is sent: the last moment a failure is known to leave
+    the message unsent."""
+
+    before_body: Callable[[], None] = staticmethod(lambda: None)
+    body_started = False
+
+    def data(self, msg: bytes | str) -> tuple[int, bytes]:
+        # smtplib.SMTP.data, with the hook between the go-ahead and the body.
+        self.putcmd("data")
+        code, reply = self.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        self.before_body()
+        self.body_started = True
+        if isinstance(msg, str):
+            msg = smtplib._fix_eols(msg).encode("ascii")
+        quoted = smtplib._quote_periods(msg)
+        if quoted[-2:] != smtplib.bCRLF:
+            quoted += smtplib.bCRLF
+        self.send(quoted + b"." + smtplib.bCRLF)
+        return self.getreply()
+
+
+def _smtp_send(message: EmailMessage, settings: Settings, before_body: Callable[[], None]) -> None:
     """Send over SMTP, sorting failures into transient (retry), permanent, and maybe-sent."""
     try:
-        smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout)
+        smtp = _HandOverSMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout)
+        smtp.before_body = before_body
     except (OSError, smtplib.SMTPException) as error:
         raise TransientTaskError(f"SMTP server unreachable: {type(error).__name__}: {error}") from None
     try:
@@ -122,6 +151,8 @@ def _smtp_send(message: EmailMessage, settings: Settings) -> None:
             # The server answered no: the message was not accepted.
             raise _refusal(reply.smtp_code, _decode(reply.smtp_error), "SMTP server") from None
         except (OSError, smtplib.SMTPException) as error:
+            if not smtp.body_started:
+                raise TransientTaskError(f"SMTP session failed: {type(error).__name__}: {error}") from None
             raise MaybeSent(f"{type(error).__name__}: {error}") from None
     finally:
         with contextlib.suppress(OSError, smtplib.SMTPException):
@@ -141,16 +172,41 @@ async def _claim(task_id: str, recipient: str, subject: str, message_id: str) ->
         )
         if inserted is not None:
             return None
-        # A failed attempt (known not sent) releases the delivery; one attempt takes it back.
+        # A failed attempt (known not sent) releases the delivery, and so does one that died
+        # before the body left for the server; one attempt takes it back.
         retaken = await session.scalar(
             update(EmailDelivery)
-            .where(EmailDelivery.id == task_id, EmailDelivery.status == DeliveryStatus.failed)
-            .values(status=DeliveryStatus.sending)
+            .where(
+                EmailDelivery.id == task_id,
+                (EmailDelivery.status == DeliveryStatus.failed)
+                | ((EmailDelivery.status == DeliveryStatus.sending) & EmailDelivery.handed_over_at.is_(None)),
+            )
+            .values(status=DeliveryStatus.sending, handed_over_at=None)
             .returning(EmailDelivery.id)
         )
         if retaken is not None:
             return None
         return await session.scalar(select(EmailDelivery.status).where(EmailDelivery.id == task_id))
+
+
+async def _note_handed_over(task_id: str) -> None:
+    async with get_database_router().write_session() as session:
+        await session.execute(
+            update(EmailDelivery).where(EmailDelivery.id == task_id).values(handed_over_at=func.now())
+        )
+
+
+def _handing_over(task_id: str) -> Callable[[], None]:
+    def note() -> None:
+        try:
+            run_async(_note_handed_over(task_id))
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
+            # Not noted, so not sent: the session ends before the body and a retry sends it.
+            raise TransientTaskError(f"database unavailable before the message body: {error}") from None
+
+    return note
 
 
 async def _settle(task_id: str, status: DeliveryStatus, error: str | None = None) -> None:
@@ -172,7 +228,7 @@ def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context
         return {"template": template, "sent": True, "duplicate": True}
     if previous is DeliveryStatus.sending:
         raise PermanentTaskError(
-            "an earlier attempt stopped while handing the email to the SMTP server; "
+            "an earlier attempt stopped while the SMTP server was taking the message; "
             "not sending again so it cannot arrive twice"
         )
     message = build_message(
@@ -182,7 +238,7 @@ def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context
         logger.info("SMTP_HOST is empty: email not sent, logged instead\n%s", message.as_string())
     else:
         try:
-            _smtp_send(message, settings)
+            _smtp_send(message, settings, _handing_over(task_id))
         except (TransientTaskError, PermanentTaskError) as error:
             # Known not sent: a retry or a requeue may send it.
             run_async(_settle(task_id, DeliveryStatus.failed, str(error)))

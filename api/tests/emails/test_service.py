@@ -155,3 +155,37 @@ async def test_a_primary_restart_right_after_the_server_took_the_email_ends_sent
         worker.stop()
     assert len(smtp_sink.to("ada@example.com")) == 1
     assert primary.psql("SELECT status FROM email_deliveries WHERE id = 'welcome-restart'") == "sent"
+
+
+def left_sending(stack: LocalStack, task_id: str, *, handed_over: bool) -> None:
+    """A delivery row as an attempt that died mid-session leaves it."""
+    assert stack.primary is not None
+    stack.primary.psql(
+        "INSERT INTO email_deliveries (id, recipient, subject, status, message_id, handed_over_at)"
+        f" VALUES ('{task_id}', 'ada@example.com', 'Welcome', 'sending', '<{task_id}@x>',"
+        f" {'now()' if handed_over else 'NULL'})"
+    )
+
+
+async def test_an_attempt_that_died_before_the_body_left_is_sent_by_the_next(
+    mail_workers: SmtpSink, stack: LocalStack
+) -> None:
+    left_sending(stack, "welcome-died-early", handed_over=False)
+
+    celery_app.send_task(WELCOME, kwargs=WELCOME_ARGS, task_id="welcome-died-early", queue="emails")
+
+    await wait_for_mail(mail_workers, "ada@example.com")
+    await wait_until(lambda: task_field(stack, "welcome-died-early", "status") == "succeeded", what="success")
+    assert len(mail_workers.to("ada@example.com")) == 1
+
+
+async def test_an_attempt_that_died_while_the_server_took_the_body_is_never_sent_twice(
+    mail_workers: SmtpSink, stack: LocalStack
+) -> None:
+    left_sending(stack, "welcome-died-late", handed_over=True)
+
+    celery_app.send_task(WELCOME, kwargs=WELCOME_ARGS, task_id="welcome-died-late", queue="emails")
+
+    await wait_until(lambda: task_field(stack, "welcome-died-late", "status") == "failed", what="the failure")
+    assert "not sending again so it cannot arrive twice" in task_field(stack, "welcome-died-late", "last_error")
+    assert mail_workers.to("ada@example.com") == []
