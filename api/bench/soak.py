@@ -88,6 +88,7 @@ from bench.soak_processes import (
     Supervisor,
     alive,
     children_of,
+    connected_to,
     descendants_of,
     honcho_check,
     process_environment,
@@ -360,6 +361,7 @@ class Soak:
         self.root.chmod(0o711)  # PostgreSQL runs as an unprivileged account when we are root
         self.started = time.monotonic()
         self.kills: Counter[str] = Counter()
+        self.stranded: set[str] = set()  # tasks a fault left unfinished past its recovery timeout
         self.replica_turn = 0
 
     # -- set-up -------------------------------------------------------------------------------
@@ -445,6 +447,7 @@ class Soak:
             ok = await self._until(finished, deadline)
             if not ok:
                 self.unrecovered_tasks = sorted(waiting)
+                self.stranded.update(waiting)
             return ok
         first = True
         while time.monotonic() < deadline:
@@ -505,7 +508,8 @@ class Soak:
     async def recovery(self, kind: str, fault_end: float) -> tuple[float | None, str]:
         deadline = fault_end + self.recovery_timeout
         paths = CANARIES[kind]
-        inflight = await asyncio.to_thread(self.unfinished_tasks, FAULT_QUEUES.get(kind))
+        # Tasks an earlier fault already left unfinished are that fault's, not this one's.
+        inflight = await asyncio.to_thread(self.unfinished_tasks, FAULT_QUEUES.get(kind)) - self.stranded
         self.unrecovered_tasks: list[str] = []
 
         async def timed(path: str) -> tuple[str, float | None]:
@@ -560,13 +564,14 @@ class Soak:
             await asyncio.sleep(fault.seconds)
             await asyncio.to_thread(stack.primary.start)
             return ""
+        self.kill_note = ""
         program, targets = await self._kill_targets(kind)
         pool_children = children_of(targets[0]) if kind == "kill_celery_parent" and targets else []
         if not targets:
             return f"nothing killed: no {program} process (or work horse) found"
         sigkill(targets)
         if kind in ("kill_celery_child", "kill_rq_horse"):
-            return ""
+            return self.kill_note
         self.kills[program] += 1
         new_pid = await asyncio.to_thread(self.supervisor.wait_running, program, not_pid=targets[0], timeout=60)
         note = "" if new_pid else f"{program} not restarted within 60 s"
@@ -590,10 +595,24 @@ class Soak:
             parent = self._pid("celery")
             return "celery", [parent] if parent else []
         if kind == "kill_celery_child":
-            for _ in range(3):
-                await self.load.password_reset()
+            # The child that is handing an email to the SMTP server (slowed down meanwhile),
+            # the moment a crash is hardest to recover from; else the youngest child.
             parent = self._pid("celery")
+            self.inbox.data_delay = 3.0
+            try:
+                for _ in range(3):
+                    await self.load.password_reset()
+                deadline = time.monotonic() + 20
+                while parent and time.monotonic() < deadline:
+                    sending = connected_to(children_of(parent), self.inbox.port)
+                    if sending and self.inbox.taking:
+                        self.kill_note = "while it handed an email to the SMTP server"
+                        return "celery", sending[:1]
+                    await asyncio.sleep(0.02)
+            finally:
+                self.inbox.data_delay = 0.0
             children = children_of(parent) if parent else []
+            self.kill_note = "the youngest child (none was handing over an email)"
             return "celery", children[-1:]
         if kind == "kill_rq_pool":
             parent = self._pid("rq")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -27,10 +28,19 @@ class SmtpInbox:
 
     port: int
     messages: list[ReceivedEmail] = field(default_factory=list)
+    data_delay: float = 0.0  # seconds the server takes before accepting a message
+    taking: int = 0  # messages received and not yet accepted (while data_delay is set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _controller: Any = None
 
     async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        if self.data_delay:
+            # A slow server: the message is on the wire, not yet accepted (no 250 reply).
+            self.taking += 1
+            try:
+                await asyncio.sleep(self.data_delay)
+            finally:
+                self.taking -= 1
         message = message_from_bytes(envelope.content, _class=EmailMessage, policy=default_policy)
         received = ReceivedEmail(
             to=str(message["To"] or ""),
