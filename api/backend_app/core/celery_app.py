@@ -19,11 +19,17 @@ Redis that came back empty, is ridden out without a restart.
 
 from __future__ import annotations
 
+import functools
+import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
 from kombu import Queue
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import RedisError
 
 from backend_app.core.config import Environment, Settings, get_settings
 
@@ -102,6 +108,31 @@ def create_celery_app() -> Celery:
     )
     return app
 
+
+logger = logging.getLogger(__name__)
+
+
+def _tolerate_a_dropped_connection(restore_unacked: Callable[..., Any]) -> Callable[..., Any]:
+    """kombu 5.7: when Redis drops while a worker holds messages, Celery closes the broker
+    connection, and closing its channel puts the held messages back through a connection
+    that no longer exists: `AttributeError: 'NoneType' object has no attribute 'hostname'`,
+    which Celery treats as unrecoverable and the worker exits (under honcho, taking every
+    process with it; the soak found it). Here that is a warning: the messages stay in
+    kombu's `unacked` hash, from where the visibility timeout or the relay's
+    reconciliation (tasks/reconcile.py) brings them back."""
+
+    @functools.wraps(restore_unacked)
+    def restore(self: Any, client: Any = None) -> Any:
+        try:
+            return restore_unacked(self, client)
+        except (AttributeError, RedisError, OSError) as error:
+            logger.warning("could not give back unacknowledged messages now (%s); they stay in Redis", error)
+            return None
+
+    return restore
+
+
+kombu_redis.QoS.restore_unacked = _tolerate_a_dropped_connection(kombu_redis.QoS.restore_unacked)
 
 celery_app = create_celery_app()
 app = celery_app

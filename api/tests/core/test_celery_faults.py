@@ -102,3 +102,24 @@ async def test_the_worker_consumes_again_after_redis_restarts_empty(
     assert celery_process.process.poll() is None
     # Gossip used to log an AttributeError traceback while the consumer restarted.
     assert "Traceback" not in celery_process.output(), logs(celery_process)
+
+
+async def test_the_worker_outlives_redis_dropping_while_it_holds_messages(
+    stack: LocalStack, celery_process: Worker
+) -> None:
+    from backend_app.core.celery_app import celery_app
+
+    assert stack.redis is not None
+    # Messages the worker holds unacknowledged: retries waiting out their countdown.
+    for n in range(3):
+        celery_app.send_task("backend_app.core.celery_tasks.ping", task_id=f"held-{n}", queue="emails", countdown=300)
+    await wait_until(lambda: celery_process.output().count("received") >= 3, what="the worker to hold them")
+
+    stack.redis.stop()
+    await asyncio.sleep(5)
+    stack.redis.start()
+    await asyncio.sleep(5)
+
+    assert celery_process.process is not None
+    assert celery_process.process.poll() is None, celery_process.output()[-3000:]
+    assert "Unrecoverable error" not in celery_process.output()
