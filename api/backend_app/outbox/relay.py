@@ -233,11 +233,15 @@ class Relay:
                     published += await self.reconcile_if_due()
                     database_failures = 0
                 except Exception as error:
-                    if not is_connection_error(error):
-                        raise
                     database_failures += 1
                     delay = self.backoff_seconds(database_failures)
-                    logger.warning("database unavailable (%s); retrying in %.1fs", type(error).__name__, delay)
+                    if is_connection_error(error):
+                        logger.warning("database unavailable (%s); retrying in %.1fs", type(error).__name__, delay)
+                    else:
+                        # A deadlock with a worker's bookkeeping, a statement timeout: the
+                        # batch rolled back, its rows are claimed again next time. The relay
+                        # must outlive it (under honcho its exit would stop every process).
+                        logger.error("publishing a batch failed; retrying in %.1fs", delay, exc_info=error)
                     await self._sleep(stop, delay)
                     continue
                 if published >= self.settings.outbox_batch_size:

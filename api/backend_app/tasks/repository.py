@@ -25,9 +25,12 @@ async def get_for_update(session: AsyncSession, task_id: str) -> TaskRecord | No
 
 
 async def mark_queued(session: AsyncSession, task_ids: list[str]) -> None:
+    # Rows locked in id order, as workers' batch starts lock them (`_START`): two statements
+    # taking the same rows in different orders deadlock.
+    locked = select(TaskRecord.id).where(TaskRecord.id.in_(task_ids)).order_by(TaskRecord.id).with_for_update()
     await session.execute(
         update(TaskRecord)
-        .where(TaskRecord.id.in_(task_ids), TaskRecord.status == TaskStatus.pending)
+        .where(TaskRecord.id.in_(locked.scalar_subquery()), TaskRecord.status == TaskStatus.pending)
         .values(status=TaskStatus.queued, queued_at=func.now())
     )
 
