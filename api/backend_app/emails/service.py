@@ -1,15 +1,19 @@
-"""Rendering and sending email, at most once per task.
+"""Rendering and sending email, once per task.
 
 Runs in the Celery worker. SMTP is blocking (smtplib) and that is fine there; the delivery
 bookkeeping goes through the async database layer with `run_async`.
 
 A task may be delivered twice (see BACKGROUND_JOBS_SETUP.md). Before talking to the SMTP
-server the task claims its row in `email_deliveries`; a second delivery of a task whose
-email is `sent` sends nothing. If a worker died while the SMTP server was taking the
-message body, the outcome is unknown: we do not send again (never twice), and the task
-fails saying so. That window is kept as short as SMTP allows: the row notes the moment the
-body starts towards the server (after its DATA go-ahead), and an attempt that died before
-it (connecting, greeting, TLS, sender, recipients) is simply sent again by the next one.
+server the task claims its row in `email_deliveries`; a delivery of a task whose email is
+`sent` sends nothing, and one that finds another attempt's row touched in the last
+3 x SMTP_TIMEOUT waits until that attempt cannot be alive any more. SMTP leaves one window
+no client can close: a worker that dies after the message body started towards the server
+and before the server's answer cannot know whether the server kept it. The row notes when
+the body started (after the server's go-ahead to DATA), so that window is only the body
+and the answer; an attempt that died before it is simply sent again. One that died inside
+it is sent again too, with the same Message-ID (derived from the task id), which receiving
+systems use to collapse copies: a password reset that never arrives is worse than one a
+receiver might see twice.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import smtplib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -159,8 +164,18 @@ def _smtp_send(message: EmailMessage, settings: Settings, before_body: Callable[
             smtp.quit()
 
 
-async def _claim(task_id: str, recipient: str, subject: str, message_id: str) -> DeliveryStatus | None:
-    """Claim the delivery for this task; returns the earlier status when there was one."""
+@dataclass(frozen=True)
+class Claim:
+    taken: bool  # this attempt may send
+    previous: DeliveryStatus | None  # what it found (None: nothing, a first attempt)
+    outcome_unknown: bool = False  # it takes over from an attempt that died mid-body
+    wait_seconds: float = 0.0  # not taken: another attempt touched it this recently
+
+
+async def _claim(task_id: str, recipient: str, subject: str, message_id: str, *, abandoned_after: float) -> Claim:
+    """Claim the delivery for this task. An attempt that failed (known not sent), or one
+    whose row nobody touched for `abandoned_after` seconds (its worker died while sending),
+    releases it; a `sending` row touched more recently may belong to a live attempt."""
     async with get_database_router().write_session() as session:
         inserted = await session.scalar(
             insert(EmailDelivery)
@@ -171,22 +186,30 @@ async def _claim(task_id: str, recipient: str, subject: str, message_id: str) ->
             .returning(EmailDelivery.id)
         )
         if inserted is not None:
-            return None
-        # A failed attempt (known not sent) releases the delivery, and so does one that died
-        # before the body left for the server; one attempt takes it back.
-        retaken = await session.scalar(
-            update(EmailDelivery)
-            .where(
-                EmailDelivery.id == task_id,
-                (EmailDelivery.status == DeliveryStatus.failed)
-                | ((EmailDelivery.status == DeliveryStatus.sending) & EmailDelivery.handed_over_at.is_(None)),
+            return Claim(taken=True, previous=None)
+        row = (
+            await session.execute(
+                select(
+                    EmailDelivery.status,
+                    EmailDelivery.handed_over_at,
+                    func.extract("epoch", func.now() - EmailDelivery.updated_at).label("idle"),
+                )
+                .where(EmailDelivery.id == task_id)
+                .with_for_update()
             )
+        ).one()
+        if row.status is DeliveryStatus.sent:
+            return Claim(taken=False, previous=row.status)
+        idle = float(row.idle)
+        if row.status is DeliveryStatus.sending and idle < abandoned_after:
+            return Claim(taken=False, previous=row.status, wait_seconds=abandoned_after - idle)
+        await session.execute(
+            update(EmailDelivery)
+            .where(EmailDelivery.id == task_id)
             .values(status=DeliveryStatus.sending, handed_over_at=None)
-            .returning(EmailDelivery.id)
         )
-        if retaken is not None:
-            return None
-        return await session.scalar(select(EmailDelivery.status).where(EmailDelivery.id == task_id))
+        unknown = row.status is DeliveryStatus.sending and row.handed_over_at is not None
+        return Claim(taken=True, previous=row.status, outcome_unknown=unknown)
 
 
 async def _note_handed_over(task_id: str) -> None:
@@ -222,14 +245,26 @@ def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context
     rendered = render(template, context, settings)
     domain = settings.smtp_from_email.rpartition("@")[2] or "localhost"
     message_id = f"<{task_id}@{domain}>"
-    previous = run_async(_claim(task_id, to_email, rendered.subject, message_id))
-    if previous is DeliveryStatus.sent:
+    # A live attempt finishes its SMTP session within a few SMTP_TIMEOUTs; a row left
+    # "sending" longer than that was left by a worker that died.
+    abandoned_after = 3 * settings.smtp_timeout
+    claim = run_async(_claim(task_id, to_email, rendered.subject, message_id, abandoned_after=abandoned_after))
+    if claim.wait_seconds:
+        # Redelivered right after a worker died mid-send (or a concurrent copy): wait until
+        # the other attempt cannot be alive any more, then take over.
+        time.sleep(claim.wait_seconds + 0.5)
+        claim = run_async(_claim(task_id, to_email, rendered.subject, message_id, abandoned_after=abandoned_after))
+    if claim.previous is DeliveryStatus.sent:
         logger.info("email for task %s was already sent; not sending again", task_id)
         return {"template": template, "sent": True, "duplicate": True}
-    if previous is DeliveryStatus.sending:
-        raise PermanentTaskError(
-            "an earlier attempt stopped while the SMTP server was taking the message; "
-            "not sending again so it cannot arrive twice"
+    if not claim.taken:
+        raise TransientTaskError("another attempt of this task is sending its email")
+    if claim.outcome_unknown:
+        logger.warning(
+            "email for task %s: an earlier attempt died while the SMTP server was taking it; sending again"
+            " with the same Message-ID %s (a lost email is worse than one the receiver may see twice)",
+            task_id,
+            message_id,
         )
     message = build_message(
         message_id=message_id, to_email=to_email, to_name=to_name, email=rendered, settings=settings
@@ -244,8 +279,9 @@ def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context
             run_async(_settle(task_id, DeliveryStatus.failed, str(error)))
             raise
         except MaybeSent as error:
-            # The row stays "sending": no attempt will send it again.
-            raise PermanentTaskError(f"connection lost while the SMTP server took the message ({error})") from None
+            # The row stays "sending" (body handed over): the retry, once the row is old
+            # enough, sends again with the same Message-ID.
+            raise TransientTaskError(f"connection lost while the SMTP server took the message ({error})") from None
     # Sent: a database that is restarting right now must not leave the row "sending", which
     # would fail every later attempt as an unknown outcome.
     run_async_when_database_answers(lambda: _settle(task_id, DeliveryStatus.sent))
