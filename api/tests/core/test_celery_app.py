@@ -60,11 +60,11 @@ def test_workers_ride_out_a_broker_outage_of_any_length() -> None:
 
 
 def test_procfile_worker_runs_without_gossip_and_mingle() -> None:
-    from tests.core.test_celery_faults import procfile_line
+    from tests.processes import procfile_commands
 
     # Gossip's restart step logged an AttributeError traceback on every broker reconnect
     # (celery/worker/consumer/gossip.py closes its channel on a connection already dropped);
     # Flower reads events, not gossip, and nothing here needs mingle's revoked-task sync.
-    worker = procfile_line("celery").split()
+    worker = procfile_commands()["celery"].split()
     assert "--without-gossip" in worker
     assert "--without-mingle" in worker
