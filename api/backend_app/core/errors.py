@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -64,6 +67,21 @@ async def _database_error_handler(request: Request, error: Exception) -> JSONRes
     return service_unavailable("The database is temporarily unavailable; retry shortly.", DATABASE_RETRY_AFTER_SECONDS)
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped: a lone surrogate a client sent (`"\\ud800"` is
+    valid JSON, but not valid UTF-8) can be echoed back without failing to encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+async def _validation_error_handler(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    # FastAPI's own body, rendered so that any input a client can send can be shown back.
+    return AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(error.errors())})
+
+
 def install_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
     for error_type in (*CONNECTION_ERRORS, DBAPIError):
         app.add_exception_handler(error_type, _database_error_handler)

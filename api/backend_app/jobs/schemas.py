@@ -1,13 +1,22 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
 Location = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Salary = Annotated[int, Field(ge=0, le=100_000_000)]
+
+
+def _assume_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# A time without a zone is taken as UTC, on create and update alike (comparing it with the
+# stored, zoned times would otherwise fail).
+UtcDatetime = Annotated[datetime, AfterValidator(_assume_utc)]
 
 
 class _SalaryRange(BaseModel):
@@ -27,7 +36,7 @@ class JobCreate(_SalaryRange):
     title: Title
     description: Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=20_000)]
     location: Location
-    expires_at: datetime | None = None
+    expires_at: UtcDatetime | None = None
 
 
 class JobUpdate(_SalaryRange):
@@ -38,7 +47,7 @@ class JobUpdate(_SalaryRange):
         None
     )
     location: Location | None = None
-    expires_at: datetime | None = None
+    expires_at: UtcDatetime | None = None
     closed: bool | None = Field(default=None, description="true closes the posting to new applications")
 
 

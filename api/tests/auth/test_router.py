@@ -171,3 +171,13 @@ async def test_unknown_or_expired_reset_token_is_400(
     assert unknown.status_code == 400
     login = await client.post("/api/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
     assert login.status_code == 200, "an expired token must not change the password"
+
+
+async def test_a_lone_surrogate_in_the_body_is_a_422_not_a_500(client: httpx.AsyncClient) -> None:
+    # "\ud800" is valid JSON but no character: echoing it back must not fail to encode.
+    body = b'{"email": "\\ud800@x.com", "password": "x"}'
+
+    response = await client.post("/api/auth/login", content=body, headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "email"]

@@ -170,3 +170,16 @@ async def test_applications_are_visible_to_the_job_owner_and_the_applicant(
     assert for_other.status_code == 403
     assert mine.json()["total"] == 1
     assert mine.json()["items"][0]["job_id"] == job["id"]
+
+
+async def test_a_time_without_a_zone_is_taken_as_utc_on_create_and_update(
+    client: httpx.AsyncClient, sign_up: Callable
+) -> None:
+    employer = await sign_up("naive-employer", "employer")
+
+    job = await post_job(client, employer, expires_at="2030-01-01T00:00:00")
+    updated = await client.patch(f"/api/jobs/{job['id']}", json={"expires_at": "2031-06-01T12:00:00"}, headers=employer)
+
+    assert job["expires_at"] in ("2030-01-01T00:00:00Z", "2030-01-01T00:00:00+00:00")
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["expires_at"] in ("2031-06-01T12:00:00Z", "2031-06-01T12:00:00+00:00")
