@@ -83,12 +83,15 @@ async def test_celery_worker_killed_mid_task_redelivers_and_the_effect_happens_o
     assert status_of(stack, task_id) == "started"
 
     second = celery_worker(tmp_path, "celery-2")
-    # The redelivered copy sleeps too; make it short by letting the test stop waiting on the
-    # second run's sleep: the record goes back to started (attempt 2) as soon as it is taken.
+    # The redelivered copy sleeps too; the test stops waiting once the second run began (its
+    # record is attempt 2 and it has recorded its run, just before its effect and sleep).
     second.start()
     try:
         await wait_until(
-            lambda: query(stack, f"SELECT attempts FROM task_records WHERE id = '{task_id}'") == "2",
+            lambda: (
+                query(stack, f"SELECT attempts FROM task_records WHERE id = '{task_id}'") == "2"
+                and query(stack, f"SELECT count(*) FROM test_task_runs WHERE task_id = '{task_id}'") == "2"
+            ),
             seconds=40,
             what="redelivery after the visibility timeout",
         )
