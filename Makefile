@@ -25,7 +25,7 @@ system-deps:
 	@bash api/scripts/system-deps.sh
 
 dev: system-deps $(VENV)/.runtime-installed
-	PATH="$(BIN):$$PATH" PYTHONPATH=api $(BIN)/python -m backend_app.devstack run -- honcho -f Procfile start
+	PATH="$(BIN):$$PATH" PYTHONPATH=api $(BIN)/python -m devtools.devstack run -- honcho -f Procfile start
 
 lint: $(VENV)/.dev-installed
 	cd api && $(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -33,8 +33,16 @@ lint: $(VENV)/.dev-installed
 format: $(VENV)/.dev-installed
 	cd api && $(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
+# The frontend's view in the tests: a TypeScript client generated from the live OpenAPI.
+CLIENT_DIR := api/tests/typescript_client
+
+$(CLIENT_DIR)/node_modules/.installed: $(CLIENT_DIR)/package-lock.json
+	cd $(CLIENT_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 test: $(VENV)/.dev-installed lint
 	@bash api/scripts/system-deps.sh --test
+	@$(MAKE) --no-print-directory $(CLIENT_DIR)/node_modules/.installed
 	cd api && PATH="$(BIN):$$PATH" $(BIN)/python -m pytest
 
 clean-dev:

@@ -1,8 +1,8 @@
 """Every model, imported once so Base.metadata is complete (Alembic and the tests use this)."""
 
 from backend_app.analytics.models import AnalyticsEvent, UserStats
-from backend_app.auth.models import PasswordResetToken
-from backend_app.core.database import Base
+from backend_app.auth.models import AuthSession, PasswordResetToken, RefreshToken
+from backend_app.db.base import Base
 from backend_app.emails.models import EmailDelivery
 from backend_app.follows.models import Follow
 from backend_app.jobs.models import Application, Job
@@ -11,16 +11,18 @@ from backend_app.notifications.models import Device, Notification, NotificationP
 from backend_app.outbox.models import OutboxMessage
 from backend_app.posts.models import Comment, Post, PostLike
 from backend_app.tasks.models import TaskRecord
-from backend_app.users.models import User
+from backend_app.users.models import EmailVerificationToken, User
 from backend_app.videos.models import Video
 
 __all__ = [
     "AnalyticsEvent",
     "Application",
+    "AuthSession",
     "Base",
     "Comment",
     "Device",
     "EmailDelivery",
+    "EmailVerificationToken",
     "Follow",
     "Job",
     "Message",
@@ -30,6 +32,7 @@ __all__ = [
     "PasswordResetToken",
     "Post",
     "PostLike",
+    "RefreshToken",
     "TaskRecord",
     "User",
     "UserStats",

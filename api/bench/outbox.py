@@ -2,7 +2,7 @@
 
     cd api && python -m bench.outbox [--requests 500] [--rounds 16] [--tasks 200]
 
-Starts its own PostgreSQL primary + replica and Redis (backend_app.devstack) in a temporary
+Starts its own PostgreSQL primary + replica and Redis (devtools.devstack) in a temporary
 folder, plus the relay, a Celery worker and the notifications queue's RQ worker (`BatchWorker`) with
 their documented commands.
 Prints, from one run:
@@ -52,7 +52,7 @@ def bench_routes() -> APIRouter:
     @router.post("/with-outbox", status_code=201)
     async def write_with_outbox(session: WriteSession) -> dict[str, int]:
         row_id = await session.scalar(text("INSERT INTO bench_events (kind) VALUES ('outbox') RETURNING id"))
-        await outbox.add(
+        await outbox.add_named(
             session=session,
             backend=TaskBackend.rq,
             queue="analytics",
@@ -118,7 +118,7 @@ async def commit_to_start_latencies(tasks: int, gap_seconds: float) -> dict[str,
         for n in range(tasks):
             backend, queue, name = backends[n % 2]
             async with router.write_session() as session:
-                task_id = await outbox.add(session=session, backend=backend, queue=queue, task=name)
+                task_id = await outbox.add_named(session=session, backend=backend, queue=queue, task=name)
             committed[task_id] = (backend.value, datetime.now(UTC))
             await asyncio.sleep(gap_seconds)
         deadline = time.monotonic() + 120
@@ -156,7 +156,7 @@ def main() -> None:
     configure_logging("WARNING")
     with bench_stack("outbox", replicas=1) as stack:
         root = stack.root
-        from tests.processes import celery_worker, relay, rq_worker_of_class
+        from tests.processes import celery_worker, relay, rq_worker
 
         ratios, plain, with_outbox = asyncio.run(throughput_ratios(args.requests, args.concurrency, args.rounds))
         quartiles = statistics.quantiles(ratios, n=4)
@@ -169,9 +169,8 @@ def main() -> None:
         # The throughput rounds recorded thousands of tasks; they must not queue ahead of these.
         assert stack.primary is not None
         stack.primary.psql("TRUNCATE outbox_messages, task_records, bench_events")
-        # The notifications queue's recommended worker (Procfile), one process.
-        notifications_worker = rq_worker_of_class(root, "BatchWorker", "notifications")
-        workers = [relay(root), celery_worker(root), notifications_worker]
+        # The Procfile's own lines: the relay, the celery worker and the rq pool.
+        workers = [relay(root), celery_worker(root), rq_worker(root)]
         try:
             for worker in workers:
                 worker.start()

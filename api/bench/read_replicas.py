@@ -2,7 +2,7 @@
 
     cd api && python -m bench.read_replicas [--requests 2000] [--concurrency 16]
 
-Starts its own PostgreSQL primary with two streaming replicas (backend_app.devstack) in a
+Starts its own PostgreSQL primary with two streaming replicas (devtools.devstack) in a
 temporary folder, with the production defaults for checks, bans and lag limits. Prints,
 from one run:
 
@@ -31,7 +31,7 @@ import httpx
 from bench.stack import bench_stack
 
 if TYPE_CHECKING:
-    from backend_app.devstack import LocalStack
+    from devtools.devstack import LocalStack
 
 ROUNDS = 6
 LIST_PATH = "/api/jobs?limit=20"

@@ -2,7 +2,7 @@
 
     cd api && python -m bench.rq_workers [--jobs 3000] [--stock-jobs 30]
 
-Starts its own PostgreSQL and Redis (backend_app.devstack) and, one after the other, the
+Starts its own PostgreSQL and Redis (devtools.devstack) and, one after the other, the
 stock `rq worker`, the `PreloadedWorker`, the `InProcessWorker` and the `BatchWorker`
 (single process and a 2-process `rq worker-pool`, the recommended command) with their
 documented commands, each draining the same batch of jobs on the `notifications` queue:

@@ -96,6 +96,10 @@ from bench.soak_processes import (
 )
 from bench.soak_sinks import PushEndpoint, SmtpInbox
 
+# Lets the soak read /health/queues' details (Redis reachable, workers), as a probe would.
+SOAK_PROBE_TOKEN = "soak-probe-token"  # noqa: S105 (a local test value)
+PROBE_HEADERS = {"Authorization": f"Bearer {SOAK_PROBE_TOKEN}"}
+
 SOAK_DEFAULTS = {
     "CELERY_VISIBILITY_TIMEOUT": "60",
     "TASK_RETRY_BACKOFF_MAX": "30",
@@ -367,7 +371,7 @@ class Soak:
     # -- set-up -------------------------------------------------------------------------------
 
     def environment(self) -> tuple[dict[str, str], dict[str, str]]:
-        from backend_app.devstack import free_port
+        from devtools.devstack import free_port
 
         settings = {key: self.environ.get(key, value) for key, value in SOAK_DEFAULTS.items()}
         self.api_port = free_port()
@@ -384,12 +388,36 @@ class Soak:
             "API_PORT": str(self.api_port),
             "FLOWER_PORT": str(free_port()),
             "BASE_URL": f"http://127.0.0.1:{self.api_port}",
+            # The load is hundreds of users on one address: exactly what the per-address
+            # limits stop. The soak is about faults, so the limits are off here.
+            "RATE_LIMITS_ENABLED": "false",
+            "PROBE_TOKEN": SOAK_PROBE_TOKEN,
         }
         return process_environment(env), settings
 
     def psql(self, sql: str) -> str:
         assert self.stack.primary is not None
         return self.stack.primary.psql(sql)
+
+    async def confirm_address(self, user_id: int) -> bool:
+        """Bench shortcut: mark a soak account's email address confirmed on the primary, as
+        following the emailed link would (the soak is about faults, not sign-up), retrying
+        through a primary restart; then give the replicas a moment to have it (the API reads
+        the signed-in account from one). False if the primary stayed unreachable."""
+        from devtools.devstack.common import StackError
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await asyncio.to_thread(self.psql, f"UPDATE users SET email_verified_at = now() WHERE id = {user_id:d}")
+                break
+            except StackError:
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(1)
+        with contextlib.suppress(StackError):  # a replica stopped by a fault: its lag is the API's business
+            await asyncio.to_thread(self.stack.wait_for_replicas, 5)
+        return True
 
     def redis(self) -> Any:  # a redis.Redis client
         from redis import Redis
@@ -663,7 +691,7 @@ class Soak:
         """What /health/queues says (status and problems), and whether it calls Redis reachable."""
         assert self.load.http is not None
         try:
-            response = await self.load.http.get("/health/queues", timeout=60)
+            response = await self.load.http.get("/health/queues", timeout=60, headers=PROBE_HEADERS)
             body = response.json()
         except (httpx.HTTPError, ValueError) as error:
             return f"/health/queues failed: {type(error).__name__}", False
@@ -725,12 +753,12 @@ class Soak:
             text = log.read_text(errors="replace") if log.exists() else ""
             report.tracebacks[name] = len(re.findall(r"Traceback \(most recent call last\)", text))
         with contextlib.suppress(Exception):
-            response = httpx.get(f"{self.base_url}/health/queues", timeout=60)
+            response = httpx.get(f"{self.base_url}/health/queues", timeout=60, headers=PROBE_HEADERS)
             body = response.json()
             report.health_queues = f"HTTP {response.status_code} {body.get('status')} problems={body.get('problems')}"
 
     async def run(self, *, drain_seconds: float, honcho: bool) -> SoakReport:
-        from backend_app.devstack import LocalStack, free_port, run_migrations
+        from devtools.devstack import LocalStack, free_port, run_migrations
 
         self.stack = LocalStack(self.root, replicas=2, durable=False)
         self.inbox = SmtpInbox(port=free_port())
@@ -760,7 +788,9 @@ class Soak:
             await self.wait_for_workers()
             self.started = time.monotonic()
             end_target = self.started + self.minutes * 60
-            async with Load(self.base_url, clients=self.clients, pause=self.pause) as self.load:
+            async with Load(
+                self.base_url, clients=self.clients, pause=self.pause, confirm_address=self.confirm_address
+            ) as self.load:
                 await self.load.populate(employers=4, seekers=8)
                 load_task = asyncio.create_task(self.load.run())
                 faults = asyncio.create_task(self.run_faults(plan(self.minutes, self.kinds), end_target - 15))

@@ -19,6 +19,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -87,8 +88,19 @@ def tiny_video(seconds: float = 1.0, size: int = 64, fps: int = 10) -> bytes:
 class Load:
     """A few concurrent clients sending a modest, steady mix of requests."""
 
-    def __init__(self, base_url: str, *, clients: int, pause: float, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        clients: int,
+        pause: float,
+        seed: int | None = None,
+        confirm_address: Callable[[int], Awaitable[bool]] | None = None,
+    ) -> None:
         self.base_url = base_url
+        # Posting jobs, applying and messaging need a confirmed address: the soak confirms
+        # each new account's directly on the primary (a bench shortcut for the emailed link).
+        self.confirm_address = confirm_address
         self.clients = clients
         self.pause = pause
         self.ledger = Ledger()
@@ -186,6 +198,8 @@ class Load:
             return None
         self.ledger.registered_emails.add(email)
         user = User(id=response.json()["id"], username=username, email=email, role=role, name=f"Soak User{n}")
+        if self.confirm_address is not None and not await self.confirm_address(user.id):
+            return None
         if not await self.login(user):
             return None
         user.device = f"device-{username}"

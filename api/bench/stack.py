@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from backend_app.devstack import LocalStack
+    from devtools.devstack import LocalStack
 
 
 @contextmanager
@@ -20,7 +20,7 @@ def bench_stack(name: str, *, replicas: int) -> Iterator[LocalStack]:
     temporary folder, migrated, with this process's settings pointing at them; stopped and
     deleted on the way out. Worker logs can go to `stack.root`."""
     from backend_app.core.config import get_settings
-    from backend_app.devstack import LocalStack, run_migrations
+    from devtools.devstack import LocalStack, run_migrations
 
     root = Path(tempfile.mkdtemp(prefix=f"jobplatform-bench-{name}-"))
     root.chmod(0o711)  # the servers run as an unprivileged user when the bench runs as root

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from backend_app.core.config import Settings, get_settings
-from backend_app.devstack import LocalStack, free_port, run_migrations
+from devtools.devstack import LocalStack, free_port, run_migrations
 from tests.processes import Worker, celery_worker, relay, rq_video_worker, rq_worker
 
 if TYPE_CHECKING:
@@ -45,7 +45,10 @@ TEST_SETTINGS = {
     "DB_REPLICA_MAX_LAG_SECONDS": "2",
     "TASK_RECONCILE_INTERVAL": "0.5",
     "TASK_RECONCILE_GRACE": "3",
+    "PROBE_TOKEN": "test-probe-token",
 }
+# What a monitoring probe sends to see the details of /health/queues and /health/database.
+PROBE = {"Authorization": "Bearer test-probe-token"}
 
 _stack: LocalStack | None = None
 _saved_environment: dict[str, str] = {}
@@ -181,16 +184,19 @@ def rq_process(tmp_path: Path, test_task_tables: None) -> Iterator[Worker]:
 
 @pytest.fixture
 def make_user(stack: LocalStack) -> Callable[..., tuple[int, str]]:
-    """Insert a user on the primary; returns (user id, bearer token)."""
+    """Insert a user on the primary, its address confirmed unless `verified=False`; returns
+    (user id, bearer token)."""
     from backend_app.core.security import create_access_token
 
-    def create(username: str = "owner", *, is_admin: bool = False) -> tuple[int, str]:
+    def create(username: str = "owner", *, is_admin: bool = False, verified: bool = True) -> tuple[int, str]:
         assert stack.primary is not None
+        verified_at = "now()" if verified else "NULL"
         user_id = int(
             stack.primary.psql(
-                "INSERT INTO users (email, username, first_name, last_name, password_hash, role, is_admin)"
-                f" VALUES ('{username}@example.com', '{username}', 'Test', 'User', 'x', 'job_seeker', {is_admin})"
-                " RETURNING id"
+                "INSERT INTO users"
+                " (email, username, first_name, last_name, password_hash, role, is_admin, email_verified_at)"
+                f" VALUES ('{username}@example.com', '{username}', 'Test', 'User', 'x', 'job_seeker', {is_admin},"
+                f" {verified_at}) RETURNING id"
             ).splitlines()[0]
         )
         stack.wait_for_replicas()

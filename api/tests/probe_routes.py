@@ -34,7 +34,7 @@ class TaskRequest(BaseModel):
 
 @probe.post("/tasks", status_code=201)
 async def record_task(request: TaskRequest, session: WriteSession) -> dict[str, str]:
-    task_id = await outbox.add(
+    task_id = await outbox.add_named(
         session=session,
         backend=request.backend,
         queue=request.queue or QUEUES[request.backend],

@@ -183,11 +183,39 @@ def procfile_worker(
     return Worker(name or entry, ["bash", "-c", command], ready_text, log_dir, ready, cwd=REPO_DIR, env=env)
 
 
-def celery_worker(log_dir: Path, name: str = "celery") -> Worker:
+def web_server(log_dir: Path, *, name: str = "web", env: dict[str, str] | None = None) -> tuple[Worker, str]:
+    """The Procfile's `web` line on a free port; (the not yet started process, its base URL)."""
+    from devtools.devstack import free_port
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    worker = procfile_worker(
+        "web",
+        log_dir,
+        name=name,
+        ready_text="Application startup complete",
+        ready=lambda _: answers_liveness(base_url),
+        env={"API_HOST": "127.0.0.1", "API_PORT": str(port), **(env or {})},
+    )
+    return worker, base_url
+
+
+def answers_liveness(base_url: str) -> bool:
+    """Whether the server answers /health. Uvicorn prints "Application startup complete"
+    before it binds its socket, so that line alone let a test connect too early (refused)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{base_url}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def celery_worker(log_dir: Path, name: str = "celery", *, env: dict[str, str] | None = None) -> Worker:
     """The Procfile's `celery` line; the node name comes from the environment (Celery's CLI
     reads CELERY_WORKER_HOSTNAME), so two test workers on one machine stay apart."""
     return procfile_worker(
-        "celery", log_dir, name=name, ready_text="ready.", env={"CELERY_WORKER_HOSTNAME": f"{name}@%h"}
+        "celery", log_dir, name=name, ready_text="ready.", env={"CELERY_WORKER_HOSTNAME": f"{name}@%h", **(env or {})}
     )
 
 
@@ -232,10 +260,15 @@ def rq_worker_of_class(log_dir: Path, worker_class: str, *queues: str, name: str
     )
 
 
-def rq_worker(log_dir: Path, name: str = "rq") -> Worker:
+def rq_worker(log_dir: Path, name: str = "rq", *, env: dict[str, str] | None = None) -> Worker:
     """The Procfile's `rq` line: a pool of batch workers for notifications and analytics."""
     return procfile_worker(
-        "rq", log_dir, name=name, ready_text="Listening on", ready=lambda w: in_rq_main_loop(w, rq_pool_size())
+        "rq",
+        log_dir,
+        name=name,
+        ready_text="Listening on",
+        ready=lambda w: in_rq_main_loop(w, rq_pool_size()),
+        env=env,
     )
 
 
@@ -244,6 +277,6 @@ def rq_video_worker(log_dir: Path, name: str = "rq-video") -> Worker:
     return procfile_worker("rq-video", log_dir, name=name, ready_text="Listening on", ready=in_rq_main_loop)
 
 
-def relay(log_dir: Path, name: str = "relay") -> Worker:
+def relay(log_dir: Path, name: str = "relay", *, env: dict[str, str] | None = None) -> Worker:
     """The Procfile's `relay` line."""
-    return procfile_worker("relay", log_dir, name=name, ready_text="outbox relay started")
+    return procfile_worker("relay", log_dir, name=name, ready_text="outbox relay started", env=env)

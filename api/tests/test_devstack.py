@@ -1,4 +1,4 @@
-"""`python -m backend_app.devstack run`, the machinery behind `make dev`."""
+"""`python -m devtools.devstack run`, the machinery behind `make dev`."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def run_devstack(data_dir: Path, *command: str) -> subprocess.CompletedProcess[s
         [
             sys.executable,
             "-m",
-            "backend_app.devstack",
+            "devtools.devstack",
             "run",
             "--data-dir",
             str(data_dir),
@@ -70,7 +70,7 @@ def test_run_starts_servers_migrates_runs_the_command_and_reuses_data(data_dir: 
 
     # `env` prints what a process started by hand needs to join the same servers.
     exports = subprocess.run(
-        [sys.executable, "-m", "backend_app.devstack", "env", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "devtools.devstack", "env", "--data-dir", str(data_dir)],
         cwd=API_DIR,
         capture_output=True,
         text=True,

@@ -30,7 +30,7 @@ def test_run_it_lists_the_procfile_worker_lines_as_they_are() -> None:
 
     assert first[:3] == [
         "source .venv/bin/activate",
-        'eval "$(PYTHONPATH=api python -m backend_app.devstack env)"',
+        'eval "$(PYTHONPATH=api python -m devtools.devstack env)"',
         "cd api",
     ]
     assert first[3] == f"{programs['celery']} -n second@%h"

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from backend_app.devstack import LocalStack, free_port
+from devtools.devstack import LocalStack, free_port
 from tests.processes import running, wait_for_http
 
 

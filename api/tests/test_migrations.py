@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.processes import API_DIR
 
 

@@ -16,7 +16,7 @@ from backend_app.core.celery_app import celery_app
 from backend_app.core.read_replica import get_database_router
 from backend_app.core.worker_runtime import run_async
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
-from backend_app.tasks.tracking import TrackedTask, tracked_job
+from backend_app.worker.tracking import TrackedTask, tracked_job
 
 CREATE_TABLES = """
 CREATE TABLE IF NOT EXISTS test_task_runs (task_id text, key text, ran_at timestamptz DEFAULT clock_timestamp());

@@ -13,18 +13,19 @@ writes it (event ids make the second write harmless).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from backend_app.core.read_replica import is_connection_error
+from backend_app.db.errors import is_connection_error
 
 logger = logging.getLogger(__name__)
 
@@ -65,39 +66,45 @@ def append(redis: Redis, events: list[dict[str, Any]], queue_flush: Callable[[],
         queue_flush()
 
 
-def drain(redis: Redis, store: Callable[[list[dict[str, Any]]], int], *, max_seconds: float = 5.0) -> int:
-    """Move buffered events to PostgreSQL through `store`; returns how many were stored."""
+async def drain(
+    redis: Redis, store: Callable[[list[dict[str, Any]]], Awaitable[int]], *, max_seconds: float = 5.0
+) -> int:
+    """Move buffered events to PostgreSQL through `store`; returns how many were stored.
+
+    A coroutine for the worker's loop: Redis (a blocking client) is called from a thread.
+    """
     stored = 0
-    for leftover in redis.scan_iter(match=f"{PROCESSING_PREFIX}*"):
-        stored += _store_key(redis, leftover, store)
+    leftovers = await asyncio.to_thread(lambda: list(redis.scan_iter(match=f"{PROCESSING_PREFIX}*")))
+    for leftover in leftovers:
+        stored += await _store_key(redis, leftover, store)
     deadline = time.monotonic() + max_seconds
     quiet_since = time.monotonic()
     while time.monotonic() < deadline:
         key = f"{PROCESSING_PREFIX}{uuid.uuid4().hex}"
         try:
-            redis.rename(EVENTS_KEY, key)
+            await asyncio.to_thread(redis.rename, EVENTS_KEY, key)
         except ResponseError:
             # Nothing buffered. Wait out one flush period: an event appended while this
             # job ran found the "flush queued" flag set and queued no flush of its own.
             if time.monotonic() - quiet_since > FLUSH_EVERY_SECONDS + 0.5:
                 break
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
             continue
-        stored += _store_key(redis, key, store)
+        stored += await _store_key(redis, key, store)
         quiet_since = time.monotonic()
     return stored
 
 
-def _store_key(redis: Redis, key: bytes | str, store: Callable[[list[dict[str, Any]]], int]) -> int:
-    raw_events = redis.lrange(key, 0, -1)
+async def _store_key(redis: Redis, key: bytes | str, store: Callable[[list[dict[str, Any]]], Awaitable[int]]) -> int:
+    raw_events = await asyncio.to_thread(redis.lrange, key, 0, -1)
     events = [_decode(raw) for raw in raw_events]
     try:
-        stored = store(events)
+        stored = await store(events)
     except Exception as error:
         if is_connection_error(error):
             raise  # the database is down: keep the key, the next flush retries it
-        stored = _store_one_by_one(redis, raw_events, store)
-    redis.delete(key)
+        stored = await _store_one_by_one(redis, raw_events, store)
+    await asyncio.to_thread(redis.delete, key)
     return stored
 
 
@@ -107,16 +114,18 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return event
 
 
-def _store_one_by_one(redis: Redis, raw_events: list[bytes], store: Callable[[list[dict[str, Any]]], int]) -> int:
+async def _store_one_by_one(
+    redis: Redis, raw_events: list[bytes], store: Callable[[list[dict[str, Any]]], Awaitable[int]]
+) -> int:
     """A batch PostgreSQL refused: store what it takes, set the rest aside."""
     stored = 0
     for raw in raw_events:
         try:
-            stored += store([_decode(raw)])
+            stored += await store([_decode(raw)])
         except Exception as error:
             if is_connection_error(error):
                 raise
-            redis.rpush(DEAD_LETTER_KEY, raw)
+            await asyncio.to_thread(redis.rpush, DEAD_LETTER_KEY, raw)
             logger.error(
                 "analytics event refused by PostgreSQL (%s); kept in %s", type(error).__name__, DEAD_LETTER_KEY
             )

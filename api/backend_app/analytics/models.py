@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, DateTime, Identity, Index, Integer, String, U
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend_app.core.database import Base
+from backend_app.db.base import Base
 
 
 class AnalyticsEvent(Base):

@@ -6,7 +6,7 @@ import json
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Date, cast, func, select, text
+from sqlalchemy import Date, cast, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,7 +64,7 @@ async def compute_user_stats(session: AsyncSession, user_id: int) -> dict[str, i
             .where(Job.employer_id == user_id)
         ),
         "job_views": await count(
-            select(func.count())
+            select(func.count(func.distinct(tuple_(AnalyticsEvent.subject_id, AnalyticsEvent.user_id, _utc_day()))))
             .select_from(AnalyticsEvent)
             .join(Job, Job.id == AnalyticsEvent.subject_id)
             .where(AnalyticsEvent.event_type == "job_view", Job.employer_id == user_id)
@@ -84,10 +84,15 @@ async def user_stats(session: AsyncSession, user_id: int) -> UserStats | None:
     return await session.get(UserStats, user_id)
 
 
+def _utc_day() -> Any:
+    return cast(func.timezone("UTC", AnalyticsEvent.occurred_at), Date)
+
+
 async def job_views_per_day(session: AsyncSession, job_id: int) -> list[tuple[date, int]]:
-    day = cast(func.timezone("UTC", AnalyticsEvent.occurred_at), Date)
+    """Views per UTC day, each signed-in viewer counted once a day however often they looked."""
+    day = _utc_day()
     rows = await session.execute(
-        select(day, func.count())
+        select(day, func.count(func.distinct(AnalyticsEvent.user_id)))
         .where(AnalyticsEvent.event_type == "job_view", AnalyticsEvent.subject_id == job_id)
         .group_by(day)
         .order_by(day)

@@ -4,23 +4,70 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from backend_app.analytics import buffer, repository
-from backend_app.core import rq_app
-from backend_app.core.read_replica import AsyncWriteSession, get_database_router
-from backend_app.core.worker_runtime import run_async
+from backend_app.analytics import tasks as analytics_tasks
+from backend_app.analytics.models import UserStats
+from backend_app.db.lifecycle import get_database_router
+from backend_app.db.sessions import AsyncReadSession, AsyncWriteSession
+from backend_app.jobs.models import Job
+from backend_app.outbox import service as outbox
+from backend_app.users import repository as users
+from backend_app.users.models import User
+from backend_app.worker import rq_app
+from backend_app.worker.runtime import run_async
 
 logger = logging.getLogger(__name__)
 
-FLUSH_JOB = "backend_app.core.rq_tasks.flush_analytics_events_job"
+
+class Forbidden(Exception):
+    pass
+
+
+class UnknownUser(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class JobFigures:
+    views_per_day: list[tuple[date, int]]
+    applications: int
+
+
+async def user_stats(*, session: AsyncReadSession, reader: User, user_id: int) -> UserStats:
+    """An account's figures, for itself and administrators: the stored ones (the aggregate
+    task's), or, before the task first ran for it, computed now by the same function and
+    returned without being stored (a read writes nothing; the refresh route stores them)."""
+    if user_id != reader.id and not reader.is_admin:
+        raise Forbidden("You may read only your own figures.")
+    stored = await repository.user_stats(session, user_id)
+    if stored is not None:
+        return stored
+    if user_id != reader.id:
+        account = await users.get(session, user_id)
+        if account is None or account.deleted_at is not None:
+            raise UnknownUser(user_id)
+    figures = await repository.compute_user_stats(session, user_id)
+    return UserStats(user_id=user_id, **figures, computed_at=datetime.now(UTC))
+
+
+async def job_stats(*, session: AsyncReadSession, reader: User, job: Job) -> JobFigures:
+    """A job's views per day and applications, for its employer and administrators."""
+    if job.employer_id != reader.id and not reader.is_admin:
+        raise Forbidden("Only the job's employer may read its figures.")
+    return JobFigures(
+        views_per_day=await repository.job_views_per_day(session, job.id),
+        applications=await repository.job_applications(session, job.id),
+    )
 
 
 def _queue_flush() -> None:
-    rq_app.publish("analytics", FLUSH_JOB)
+    rq_app.publish_call(analytics_tasks.flush_analytics_events_job.call())
 
 
 def buffer_events(events: list[dict[str, Any]]) -> None:
@@ -38,6 +85,11 @@ async def accept(*, session: AsyncWriteSession, events: list[dict[str, Any]]) ->
     for event in events:
         event["occurred_at"] = datetime.fromisoformat(event["occurred_at"])
     return await repository.insert_batch(session, events)
+
+
+async def request_stats_refresh(*, session: AsyncWriteSession, user_id: int) -> str:
+    """Queue the recomputation of a user's figures (through the outbox); returns its task id."""
+    return await outbox.add(session, analytics_tasks.aggregate_user_stats_job.call(user_id=user_id), owner_id=user_id)
 
 
 async def record_server_event(event: dict[str, Any]) -> None:
@@ -58,8 +110,8 @@ async def _store(events: list[dict[str, Any]]) -> int:
 
 
 def flush() -> int:
-    """Worker side: drain the buffer into PostgreSQL in batches."""
-    return buffer.drain(rq_app.get_redis(), lambda events: run_async(_store(events)))
+    """Worker side: drain the buffer into PostgreSQL in batches (one coroutine for the whole job)."""
+    return run_async(buffer.drain(rq_app.get_redis(), _store))
 
 
 async def _aggregate(user_id: int) -> dict[str, int]:

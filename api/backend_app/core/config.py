@@ -10,7 +10,7 @@ import enum
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -64,12 +64,38 @@ class Settings(BaseSettings):
 
     environment: Environment = Environment.development
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line (time, level, logger, message, request_id, exc_info).
+    log_format: Literal["text", "json"] = "text"
+    # GET /metrics and the HTTP request metrics (README, "Observing it"); off, neither exists.
+    metrics_enabled: bool = True
+    # Traces (README, "Observing it"): on when set, exported over OTLP/HTTP to this collector.
+    # The other OTEL_* variables (headers, sampler, batch sizes) are read by OpenTelemetry itself.
+    otel_exporter_otlp_endpoint: str | None = None
+    # The traces' service.name; unset, each process names itself (core/tracing.py).
+    otel_service_name: str | None = None
     secret_key: str = DEVELOPMENT_SECRET_KEY
-    access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    # Access tokens are short-lived; a refresh token (rotated on every use) keeps a session
+    # going for REFRESH_TOKEN_EXPIRE_DAYS without signing in again.
+    access_token_expire_minutes: int = Field(default=15, ge=1, le=60 * 24 * 30)
+    refresh_token_expire_days: int = Field(default=30, ge=1, le=365)
+    # Password hashing (argon2id): at least one of OWASP's minimum configurations (19 MiB and
+    # 2 passes by default; less memory needs more passes), refused at start-up below that.
+    argon2_time_cost: int = Field(default=2, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=7 * 1024, le=1024 * 1024)
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    # A link in a verification email works once, for this long.
+    email_verification_token_minutes: int = Field(default=48 * 60, ge=5, le=30 * 24 * 60)
+    # The frontend's address: links in emails point at its routes (/verify-email, /reset-password).
     base_url: str = "http://localhost:8000"
+    # Browser origins allowed to call the API (CORS), separated by commas; empty: none.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cdn_url: str = ""
     media_root: str = "media"
     video_max_upload_bytes: int = Field(default=500 * 1024 * 1024, ge=1024)
+    # Uploads one user may have in flight at once (429 with Retry-After beyond), counted in Redis.
+    video_uploads_per_user: int = Field(default=2, ge=1, le=100)
+    # An upload that sends nothing for this long is cut off with 408 and its file removed.
+    video_upload_idle_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     database_url: str = "postgresql+asyncpg://postgres:postgres@localhost:5432/jobplatform"
     # One replica URL or several separated by commas; empty or equal to the primary: no replica.
@@ -136,6 +162,30 @@ class Settings(BaseSettings):
     password_reset_token_minutes: int = Field(default=60, ge=5, le=24 * 60)
     login_max_failures: int = Field(default=10, ge=1, le=1000)
     login_failure_window_seconds: int = Field(default=900, ge=10)
+
+    # Rate limits ("N/second|minute|hour|day", the `limits` library's notation), counted in
+    # Redis so every API process shares them. With Redis down they are not enforced (fail
+    # open): a throttle must not turn a Redis outage into a login outage.
+    rate_limits_enabled: bool = True
+    # Failed logins for one account, from any address (the per-address figure is
+    # LOGIN_MAX_FAILURES in LOGIN_FAILURE_WINDOW_SECONDS).
+    rate_limit_login_failures_per_account: str = "20/15minutes"
+    rate_limit_password_reset_per_address: str = "10/hour"  # noqa: S105 (a rate, not a secret)
+    # Reset emails to one address; past it the answer is still 202 and no email goes out.
+    rate_limit_password_reset_per_email: str = "3/hour"  # noqa: S105
+    rate_limit_register_per_address: str = "20/hour"
+    rate_limit_uploads_per_user: str = "30/hour"
+    rate_limit_analytics_per_client: str = "120/minute"
+    rate_limit_stats_refresh_per_user: str = "10/hour"
+
+    # /health/queues and /health/database show their details (hosts, users, positions,
+    # workers) to administrators and to requests with `Authorization: Bearer <PROBE_TOKEN>`;
+    # everyone else gets the status of each part. Empty: administrators only.
+    probe_token: str = ""
+
+    # Request bodies: JSON bodies above this are refused with 413 before they are read
+    # (uploads have VIDEO_MAX_UPLOAD_BYTES).
+    max_json_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Read notifications older than this are deleted by the daily clean-up.
     notification_retention_days: int = Field(default=90, ge=1)
 
@@ -173,6 +223,32 @@ class Settings(BaseSettings):
         parts = value.split(",") if isinstance(value, str) else list(value)
         return [to_asyncpg_url(part) for part in parts if str(part).strip()]
 
+    @model_validator(mode="after")
+    def _check_argon2_strength(self) -> Settings:
+        # OWASP Password Storage Cheat Sheet: m=47104/t=1, 19456/2, 12288/3, 9216/4, 7168/5 (KiB).
+        needed_passes = {46 * 1024: 1, 19 * 1024: 2, 12 * 1024: 3, 9 * 1024: 4, 7 * 1024: 5}
+        if not any(
+            self.argon2_memory_kib >= memory and self.argon2_time_cost >= passes
+            for memory, passes in needed_passes.items()
+        ):
+            raise ValueError(
+                "ARGON2_MEMORY_KIB and ARGON2_TIME_COST are below OWASP's minimum for argon2id"
+                " (e.g. 19456 KiB with 2 passes, or 7168 KiB with 5)"
+            )
+        return self
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> list[str]:
+        parts = value.split(",") if isinstance(value, str) else list(value or [])
+        origins = [str(part).strip().rstrip("/") for part in parts if str(part).strip()]
+        for origin in origins:
+            # Credentials (the position cookie, the bearer token) are allowed, so every origin
+            # is named: "*" would let any site act with a signed-in user's browser.
+            if not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+        return origins
+
     @field_validator("celery_imports", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> list[str]:
@@ -188,11 +264,38 @@ class Settings(BaseSettings):
                 raise ValueError("must be user:password, several separated by commas")
         return value
 
+    @field_validator(
+        "rate_limit_login_failures_per_account",
+        "rate_limit_password_reset_per_address",
+        "rate_limit_password_reset_per_email",
+        "rate_limit_register_per_address",
+        "rate_limit_uploads_per_user",
+        "rate_limit_analytics_per_client",
+        "rate_limit_stats_refresh_per_user",
+    )
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '10/minute' or '100/hour'") from None
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_service_name")
+    @classmethod
+    def _check_tracing(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = (value or "").strip() or None  # set but empty: as unset, as OpenTelemetry reads it
+        if info.field_name == "otel_exporter_otlp_endpoint" and value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP, e.g. http://localhost:4318)")
         return value
 
     @model_validator(mode="after")

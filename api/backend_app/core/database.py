@@ -1,52 +1,8 @@
-"""Declarative Base with a stable constraint naming convention, and the engine factories."""
+"""Kept for existing importers (every domain's models.py, Alembic): Base, its mixins and the
+engine factory are `backend_app.db.base`."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from backend_app.db.base import NAMING_CONVENTION, Base, CreatedAtMixin, create_engine
 
-from sqlalchemy import DateTime, MetaData, func
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-# Alembic autogenerate and hand-written migrations both rely on these names being stable.
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class CreatedAtMixin:
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
-
-
-def create_engine(
-    url: str,
-    *,
-    pool_size: int,
-    max_overflow: int,
-    pool_recycle: int = -1,
-    connect_timeout: float = 10,
-    read_only: bool = False,
-    application_name: str = "backend_app",
-) -> AsyncEngine:
-    """An asyncpg engine. `read_only` makes every transaction on it read-only server-side."""
-    server_settings: dict[str, Any] = {"application_name": application_name}
-    if read_only:
-        server_settings["default_transaction_read_only"] = "on"
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_recycle=pool_recycle,
-        pool_pre_ping=True,
-        pool_timeout=connect_timeout,
-        connect_args={"timeout": connect_timeout, "server_settings": server_settings},
-    )
+__all__ = ["NAMING_CONVENTION", "Base", "CreatedAtMixin", "create_engine"]

@@ -1,7 +1,7 @@
 """Rendering and sending email, once per task.
 
-Runs in the Celery worker. SMTP is blocking (smtplib) and that is fine there; the delivery
-bookkeeping goes through the async database layer with `run_async`.
+Runs in the Celery worker, each task as one coroutine (one `run_async`): the delivery
+bookkeeping on the worker's loop, the SMTP session (smtplib, blocking) in a thread.
 
 A task may be delivered twice (see BACKGROUND_JOBS_SETUP.md). Before talking to the SMTP
 server the task claims its row in `email_deliveries`; a delivery of a task whose email is
@@ -18,11 +18,15 @@ receiver might see twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import logging
 import smtplib
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr
@@ -30,14 +34,15 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
 
 from backend_app.core.config import Settings, get_settings
-from backend_app.core.read_replica import get_database_router, is_connection_error
-from backend_app.core.worker_runtime import run_async, run_async_when_database_answers
-from backend_app.emails.models import DeliveryStatus, EmailDelivery
+from backend_app.core.tracing import client_span
+from backend_app.db.errors import is_connection_error
+from backend_app.db.lifecycle import get_database_router
+from backend_app.emails import repository
+from backend_app.emails.models import DeliveryStatus
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
+from backend_app.worker.runtime import RECORD_WAIT_SECONDS, run_async
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +133,40 @@ class _HandOverSMTP(smtplib.SMTP):
         return self.getreply()
 
 
-def _smtp_send(message: EmailMessage, settings: Settings, before_body: Callable[[], None]) -> None:
+class _InterruptibleSmtp:
+    """The SMTP session a task's thread runs, as its coroutine sees it: interrupting the task
+    (Celery's soft time limit) interrupts the session where it stands, as it would if the
+    session ran on the task's own thread."""
+
+    def __init__(self) -> None:
+        self.interrupted = threading.Event()
+        self.smtp: _HandOverSMTP | None = None
+
+    def interrupt(self) -> None:
+        self.interrupted.set()
+        sock = self.smtp.sock if self.smtp is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # The plain socket's shutdown, under TLS too: the thread's read or write fails now.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _smtp_send(
+    message: EmailMessage,
+    settings: Settings,
+    before_body: Callable[[], None],
+    line: _InterruptibleSmtp | None = None,
+) -> None:
     """Send over SMTP, sorting failures into transient (retry), permanent, and maybe-sent."""
     try:
-        smtp = _HandOverSMTP(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout)
+        smtp = _HandOverSMTP(timeout=settings.smtp_timeout)
         smtp.before_body = before_body
+        if line is not None:
+            line.smtp = smtp
+        code, reply = smtp.connect(settings.smtp_host, settings.smtp_port)
+        if code != 220:  # as smtplib.SMTP(host, port) does
+            smtp.close()
+            raise smtplib.SMTPConnectError(code, reply)
     except (OSError, smtplib.SMTPException) as error:
         raise TransientTaskError(f"SMTP server unreachable: {type(error).__name__}: {error}") from None
     try:
@@ -177,86 +211,111 @@ async def _claim(task_id: str, recipient: str, subject: str, message_id: str, *,
     whose row nobody touched for `abandoned_after` seconds (its worker died while sending),
     releases it; a `sending` row touched more recently may belong to a live attempt."""
     async with get_database_router().write_session() as session:
-        inserted = await session.scalar(
-            insert(EmailDelivery)
-            .values(
-                id=task_id, recipient=recipient, subject=subject, status=DeliveryStatus.sending, message_id=message_id
-            )
-            .on_conflict_do_nothing(index_elements=[EmailDelivery.id])
-            .returning(EmailDelivery.id)
-        )
-        if inserted is not None:
+        if await repository.insert_sending(
+            session, task_id=task_id, recipient=recipient, subject=subject, message_id=message_id
+        ):
             return Claim(taken=True, previous=None)
-        row = (
-            await session.execute(
-                select(
-                    EmailDelivery.status,
-                    EmailDelivery.handed_over_at,
-                    func.extract("epoch", func.now() - EmailDelivery.updated_at).label("idle"),
-                )
-                .where(EmailDelivery.id == task_id)
-                .with_for_update()
-            )
-        ).one()
-        if row.status is DeliveryStatus.sent:
-            return Claim(taken=False, previous=row.status)
-        idle = float(row.idle)
-        if row.status is DeliveryStatus.sending and idle < abandoned_after:
-            return Claim(taken=False, previous=row.status, wait_seconds=abandoned_after - idle)
-        await session.execute(
-            update(EmailDelivery)
-            .where(EmailDelivery.id == task_id)
-            .values(status=DeliveryStatus.sending, handed_over_at=None)
-        )
-        unknown = row.status is DeliveryStatus.sending and row.handed_over_at is not None
-        return Claim(taken=True, previous=row.status, outcome_unknown=unknown)
+        found = await repository.state_for_update(session, task_id)
+        if found.status is DeliveryStatus.sent:
+            return Claim(taken=False, previous=found.status)
+        if found.status is DeliveryStatus.sending and found.idle_seconds < abandoned_after:
+            return Claim(taken=False, previous=found.status, wait_seconds=abandoned_after - found.idle_seconds)
+        await repository.take_over(session, task_id)
+        unknown = found.status is DeliveryStatus.sending and found.body_started
+        return Claim(taken=True, previous=found.status, outcome_unknown=unknown)
 
 
 async def _note_handed_over(task_id: str) -> None:
     async with get_database_router().write_session() as session:
-        await session.execute(
-            update(EmailDelivery).where(EmailDelivery.id == task_id).values(handed_over_at=func.now())
-        )
-
-
-def _handing_over(task_id: str) -> Callable[[], None]:
-    def note() -> None:
-        try:
-            run_async(_note_handed_over(task_id))
-        except Exception as error:
-            if not is_connection_error(error):
-                raise
-            # Not noted, so not sent: the session ends before the body and a retry sends it.
-            raise TransientTaskError(f"database unavailable before the message body: {error}") from None
-
-    return note
+        await repository.note_handed_over(session, task_id)
 
 
 async def _settle(task_id: str, status: DeliveryStatus, error: str | None = None) -> None:
     async with get_database_router().write_session() as session:
-        await session.execute(
-            update(EmailDelivery).where(EmailDelivery.id == task_id).values(status=status, last_error=error)
-        )
+        await repository.settle(session, task_id, status, error)
 
 
-def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context: dict[str, Any]) -> dict[str, Any]:
-    """Render and send one email for one task; a redelivered task does not send it again."""
-    settings = get_settings()
-    rendered = render(template, context, settings)
-    domain = settings.smtp_from_email.rpartition("@")[2] or "localhost"
-    message_id = f"<{task_id}@{domain}>"
+async def _when_database_answers(
+    record: Callable[[], Awaitable[None]], *, seconds: float = RECORD_WAIT_SECONDS
+) -> None:
+    """`run_async_when_database_answers` inside the task's coroutine: `record()`, tried again
+    while the database cannot be reached, for up to `seconds`; then the last error is raised."""
+    deadline = time.monotonic() + seconds
+    delay = 0.25
+    while True:
+        try:
+            return await record()
+        except Exception as error:
+            if not is_connection_error(error) or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unavailable (%s); trying again in %.1fs", type(error).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _send(message: EmailMessage, settings: Settings, task_id: str) -> None:
+    """Run the SMTP session in a thread; the hand-over is noted on this loop, from the thread,
+    between the server's go-ahead to DATA and the body."""
+    loop = asyncio.get_running_loop()
+    line = _InterruptibleSmtp()
+
+    def note_handed_over() -> None:
+        if line.interrupted.is_set():
+            raise TransientTaskError("the attempt was interrupted before the message body")
+        noting = asyncio.run_coroutine_threadsafe(_note_handed_over(task_id), loop)
+        try:
+            noting.result(timeout=settings.smtp_timeout)
+        except Exception as error:
+            noting.cancel()
+            if not is_connection_error(error):
+                raise
+            # Not noted, so not sent: the session ends before the body and a retry sends it.
+            raise TransientTaskError(
+                f"database unavailable before the message body: {type(error).__name__}: {error}"
+            ) from None
+        if line.interrupted.is_set():
+            raise TransientTaskError("the attempt was interrupted before the message body")
+
+    def send() -> None:
+        # With traces on, a span of the task's run span (no instrumentor sees smtplib).
+        with client_span("smtp send", {"server.address": settings.smtp_host, "server.port": settings.smtp_port}):
+            _smtp_send(message, settings, note_handed_over, line)
+
+    # In this context, so the span has its parent and the thread's log lines name the request.
+    sending = loop.run_in_executor(None, contextvars.copy_context().run, send)
+    try:
+        # Shielded, so that an interruption reaches the thread through `line`, not by abandoning it.
+        await asyncio.shield(sending)
+    except BaseException:
+        if not sending.done():  # interrupted (cancelled by run_async) while the session runs
+            line.interrupt()
+            sending.add_done_callback(_log_interrupted_session)
+        raise
+
+
+def _log_interrupted_session(ended: asyncio.Future[None]) -> None:
+    # The task failed with its interruption; how the session it left ended is only worth a line.
+    if not ended.cancelled() and ended.exception() is not None:
+        logger.info("an interrupted SMTP session ended: %s", ended.exception())
+
+
+async def _deliver_once(
+    *, task_id: str, to_email: str, subject: str, message_id: str, message: EmailMessage, settings: Settings
+) -> bool:
+    """Claim the task's delivery, send, and record the outcome; True when an earlier attempt
+    had sent it already."""
     # A live attempt finishes its SMTP session within a few SMTP_TIMEOUTs; a row left
     # "sending" longer than that was left by a worker that died.
     abandoned_after = 3 * settings.smtp_timeout
-    claim = run_async(_claim(task_id, to_email, rendered.subject, message_id, abandoned_after=abandoned_after))
+    claim = await _claim(task_id, to_email, subject, message_id, abandoned_after=abandoned_after)
     if claim.wait_seconds:
         # Redelivered right after a worker died mid-send (or a concurrent copy): wait until
         # the other attempt cannot be alive any more, then take over.
-        time.sleep(claim.wait_seconds + 0.5)
-        claim = run_async(_claim(task_id, to_email, rendered.subject, message_id, abandoned_after=abandoned_after))
+        await asyncio.sleep(claim.wait_seconds + 0.5)
+        claim = await _claim(task_id, to_email, subject, message_id, abandoned_after=abandoned_after)
     if claim.previous is DeliveryStatus.sent:
         logger.info("email for task %s was already sent; not sending again", task_id)
-        return {"template": template, "sent": True, "duplicate": True}
+        return True
     if not claim.taken:
         raise TransientTaskError("another attempt of this task is sending its email")
     if claim.outcome_unknown:
@@ -266,17 +325,14 @@ def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context
             task_id,
             message_id,
         )
-    message = build_message(
-        message_id=message_id, to_email=to_email, to_name=to_name, email=rendered, settings=settings
-    )
     if not settings.smtp_host:
         logger.info("SMTP_HOST is empty: email not sent, logged instead\n%s", message.as_string())
     else:
         try:
-            _smtp_send(message, settings, _handing_over(task_id))
+            await _send(message, settings, task_id)
         except (TransientTaskError, PermanentTaskError) as error:
             # Known not sent: a retry or a requeue may send it.
-            run_async(_settle(task_id, DeliveryStatus.failed, str(error)))
+            await _settle(task_id, DeliveryStatus.failed, str(error))
             raise
         except MaybeSent as error:
             # The row stays "sending" (body handed over): the retry, once the row is old
@@ -284,6 +340,30 @@ def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context
             raise TransientTaskError(f"connection lost while the SMTP server took the message ({error})") from None
     # Sent: a database that is restarting right now must not leave the row "sending", which
     # would fail every later attempt as an unknown outcome.
-    run_async_when_database_answers(lambda: _settle(task_id, DeliveryStatus.sent))
+    await _when_database_answers(lambda: _settle(task_id, DeliveryStatus.sent))
+    return False
+
+
+def deliver(*, task_id: str, to_email: str, to_name: str, template: str, context: dict[str, Any]) -> dict[str, Any]:
+    """Render and send one email for one task; a redelivered task does not send it again."""
+    settings = get_settings()
+    rendered = render(template, context, settings)
+    domain = settings.smtp_from_email.rpartition("@")[2] or "localhost"
+    message_id = f"<{task_id}@{domain}>"
+    message = build_message(
+        message_id=message_id, to_email=to_email, to_name=to_name, email=rendered, settings=settings
+    )
+    already_sent = run_async(
+        _deliver_once(
+            task_id=task_id,
+            to_email=to_email,
+            subject=rendered.subject,
+            message_id=message_id,
+            message=message,
+            settings=settings,
+        )
+    )
+    if already_sent:
+        return {"template": template, "sent": True, "duplicate": True}
     logger.info("email %r sent to %s (task %s)", rendered.subject, to_email, task_id)
     return {"template": template, "sent": bool(settings.smtp_host)}

@@ -7,25 +7,30 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
 from backend_app.auth.dependencies import CurrentUser
-from backend_app.core.errors import get_or_404
+from backend_app.core.openapi import RowId
 from backend_app.core.pagination import Limit, Offset
-from backend_app.core.read_replica import ReadSession, WriteSession
+from backend_app.db.dependencies import ReadSession, WriteSession
 from backend_app.follows import repository, service
+from backend_app.users import repository as users
 from backend_app.users.models import User
 from backend_app.users.schemas import UserPage, UserPublic
 
 router = APIRouter(prefix="/api/users/{user_id}", tags=["follows"])
 
 
-async def valid_user_id(user_id: int, session: ReadSession) -> User:
-    return await get_or_404(session, User, user_id, detail="No such user.")
+async def valid_user_id(user_id: RowId, session: ReadSession) -> User:
+    """The account in the path; a deleted one is no longer there to follow."""
+    user = await users.get_active(session, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="No such user.")
+    return user
 
 
 ValidUser = Annotated[User, Depends(valid_user_id)]
 
 
-@router.post("/follow", status_code=status.HTTP_204_NO_CONTENT)
-async def follow(followed: ValidUser, user: CurrentUser, session: WriteSession) -> Response:
+@router.post("/follow", status_code=status.HTTP_204_NO_CONTENT, summary="Follow a user")
+async def follow(user: CurrentUser, followed: ValidUser, session: WriteSession) -> Response:
     """Idempotent: following someone you already follow changes nothing and notifies nobody."""
     try:
         await service.follow(session=session, follower=user, followed=followed)
@@ -34,23 +39,29 @@ async def follow(followed: ValidUser, user: CurrentUser, session: WriteSession) 
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.delete("/follow", status_code=status.HTTP_204_NO_CONTENT)
-async def unfollow(followed: ValidUser, user: CurrentUser, session: WriteSession) -> Response:
+@router.delete("/follow", status_code=status.HTTP_204_NO_CONTENT, summary="Unfollow a user")
+async def unfollow(user: CurrentUser, followed: ValidUser, session: WriteSession) -> Response:
+    """Stop following a user. Idempotent: 204 whether or not you followed them; 404 for an unknown or deleted
+    account."""
     await service.unfollow(session=session, follower=user, followed_id=followed.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/followers", response_model=UserPage)
+@router.get("/followers", response_model=UserPage, summary="List a user's followers")
 async def followers(
-    target: ValidUser, session: ReadSession, _user: CurrentUser, limit: Limit = 20, offset: Offset = 0
+    _user: CurrentUser, target: ValidUser, session: ReadSession, limit: Limit = 20, offset: Offset = 0
 ) -> UserPage:
+    """The accounts following this user, most recent follow first; any signed-in caller, 404 for an unknown or deleted
+    account. Paginated with `limit` and `offset`."""
     found, total = await repository.followers(session, target.id, limit=limit, offset=offset)
     return UserPage(items=[UserPublic.model_validate(u) for u in found], total=total, limit=limit, offset=offset)
 
 
-@router.get("/following", response_model=UserPage)
+@router.get("/following", response_model=UserPage, summary="List whom a user follows")
 async def following(
-    target: ValidUser, session: ReadSession, _user: CurrentUser, limit: Limit = 20, offset: Offset = 0
+    _user: CurrentUser, target: ValidUser, session: ReadSession, limit: Limit = 20, offset: Offset = 0
 ) -> UserPage:
+    """The accounts this user follows, most recent follow first; any signed-in caller, 404 for an unknown or deleted
+    account. Paginated with `limit` and `offset`."""
     found, total = await repository.following(session, target.id, limit=limit, offset=offset)
     return UserPage(items=[UserPublic.model_validate(u) for u in found], total=total, limit=limit, offset=offset)

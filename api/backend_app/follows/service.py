@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from backend_app.auth.service import display_name
-from backend_app.core.read_replica import AsyncWriteSession
+from backend_app.db.sessions import AsyncWriteSession
 from backend_app.follows import repository
+from backend_app.notifications import tasks as notification_tasks
 from backend_app.outbox import service as outbox
-from backend_app.tasks.models import TaskBackend
 from backend_app.users.models import User
 
 
@@ -21,11 +21,10 @@ async def follow(*, session: AsyncWriteSession, follower: User, followed: User) 
     if not await repository.insert_if_new(session, follower_id=follower.id, followed_id=followed.id):
         return False
     await outbox.add(
-        session=session,
-        backend=TaskBackend.rq,
-        queue="notifications",
-        task="backend_app.core.rq_tasks.send_new_follower_notification_job",
-        kwargs={"follower_id": follower.id, "follower_name": display_name(follower), "followed_user_id": followed.id},
+        session,
+        notification_tasks.send_new_follower_notification_job.call(
+            follower_id=follower.id, follower_name=display_name(follower), followed_user_id=followed.id
+        ),
         owner_id=follower.id,
     )
     return True

@@ -12,15 +12,18 @@ from kombu.exceptions import KombuError
 from redis import Redis
 from redis.exceptions import RedisError
 
-from backend_app.core import rq_app
-from backend_app.core.celery_app import CELERY_QUEUES, celery_app
 from backend_app.core.config import Settings, mask_url
-from backend_app.core.read_replica import get_database_router, is_connection_error
+from backend_app.db.errors import is_connection_error
+from backend_app.db.lifecycle import get_database_router
+from backend_app.health import tasks as health_tasks
 from backend_app.health.canary import check_canary
 from backend_app.outbox import repository as outbox_repository
 from backend_app.tasks import reconcile
 from backend_app.tasks import repository as task_repository
 from backend_app.tasks.models import TaskStatus
+from backend_app.worker import rq_app
+from backend_app.worker.celery_app import celery_app
+from backend_app.worker.queues import CELERY_QUEUES, RQ_QUEUES
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ def _queue_figures(redis: Redis, settings: Settings) -> tuple[dict[str, dict[str
                     "celery",
                     queue,
                     lambda canary_id, q=queue: celery_app.send_task(
-                        "backend_app.core.celery_tasks.canary",
+                        health_tasks.canary.name,
                         args=[canary_id],
                         queue=q,
                         retry=False,
@@ -54,7 +57,7 @@ def _queue_figures(redis: Redis, settings: Settings) -> tuple[dict[str, dict[str
                     timeout=settings.canary_timeout_seconds,
                 ),
             }
-        for queue in rq_app.RQ_QUEUES:
+        for queue in RQ_QUEUES:
             queues[queue] = {
                 "backend": "rq",
                 "depth": rq_health["queues"][queue]["depth"],
@@ -64,7 +67,7 @@ def _queue_figures(redis: Redis, settings: Settings) -> tuple[dict[str, dict[str
                     "rq",
                     queue,
                     lambda canary_id, q=queue: rq_app.get_queue(q).enqueue_call(
-                        "backend_app.core.rq_tasks.canary_job", args=(canary_id,), result_ttl=60, ttl=600
+                        health_tasks.canary_job.name, args=(canary_id,), result_ttl=60, ttl=600
                     ),
                     timeout=settings.canary_timeout_seconds,
                 ),
@@ -72,7 +75,7 @@ def _queue_figures(redis: Redis, settings: Settings) -> tuple[dict[str, dict[str
     return queues, celery_workers, rq_health
 
 
-def _broker_report(settings: Settings) -> dict[str, Any]:
+def broker_report(settings: Settings) -> dict[str, Any]:
     """Everything that needs Redis or the Celery control bus (blocking; run in a thread)."""
     redis = rq_app.get_redis()
     report: dict[str, Any] = {"redis": {"url": mask_url(settings.redis_url)}}
@@ -103,7 +106,7 @@ def _broker_report(settings: Settings) -> dict[str, Any]:
     except RedisError as error:
         report["redis"].update(reachable=False, error=type(error).__name__)
         return report
-    for queue in rq_app.RQ_QUEUES:
+    for queue in RQ_QUEUES:
         queues[queue]["scheduler"] = schedulers.get(queue)
         queues[queue]["overdue_scheduled"] = overdue.get(queue, 0)
     report["workers"] = {
@@ -141,7 +144,7 @@ async def _database_report() -> dict[str, Any]:
         async with get_database_router().write_session() as session:
             backlog, oldest_pending = await outbox_repository.backlog(session)
             per_queue = {}
-            for queue in (*CELERY_QUEUES, *rq_app.RQ_QUEUES):
+            for queue in (*CELERY_QUEUES, *RQ_QUEUES):
                 counts = await task_repository.status_counts(session, queue)
                 oldest = await task_repository.oldest_waiting_since(session, queue)
                 per_queue[queue] = {
@@ -167,7 +170,7 @@ async def _database_report() -> dict[str, Any]:
 
 async def queue_health(settings: Settings) -> dict[str, Any]:
     broker, database, lost = await asyncio.gather(
-        asyncio.to_thread(_broker_report, settings), _database_report(), _lost_messages_report(settings)
+        asyncio.to_thread(broker_report, settings), _database_report(), _lost_messages_report(settings)
     )
     queues = broker.get("queues", {})
     for name, figures in database["queues"].items():
@@ -197,8 +200,8 @@ async def queue_health(settings: Settings) -> dict[str, Any]:
             problems.append(f"queue {name}: {figures['overdue_scheduled']} scheduled retries overdue")
         if figures.get("missing_from_redis"):
             problems.append(
-                f"queue {name}: {figures['missing_from_redis']} task(s) recorded as waiting are missing from Redis"
-                " (being published again)"
+                f"queue {name}: {figures['missing_from_redis']} task(s) recorded as waiting or running are missing"
+                " from Redis (being published again)"
             )
 
     if not redis_up and not outbox_up:

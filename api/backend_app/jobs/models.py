@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -20,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend_app.core.database import Base, CreatedAtMixin
+from backend_app.db.base import Base, CreatedAtMixin
 
 
 class Job(CreatedAtMixin, Base):
@@ -60,9 +61,25 @@ class Job(CreatedAtMixin, Base):
     )
 
 
+class ApplicationStatus(enum.StrEnum):
+    """An application's stage. The job's employer moves it; only the applicant withdraws it."""
+
+    submitted = "submitted"
+    reviewed = "reviewed"
+    interview = "interview"
+    rejected = "rejected"
+    hired = "hired"
+    withdrawn = "withdrawn"
+
+
 class Application(CreatedAtMixin, Base):
     __tablename__ = "applications"
-    __table_args__ = (UniqueConstraint("job_id", "applicant_id"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "applicant_id"),
+        CheckConstraint(
+            "status IN ('submitted', 'reviewed', 'interview', 'rejected', 'hired', 'withdrawn')", name="status"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     job_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
@@ -70,3 +87,10 @@ class Application(CreatedAtMixin, Base):
         BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
     )
     cover_letter: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(
+        String(20),
+        nullable=False,
+        server_default=ApplicationStatus.submitted.value,
+        default=ApplicationStatus.submitted,
+    )
+    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend_app.core.database import Base, CreatedAtMixin
+from backend_app.db.base import Base, CreatedAtMixin
 
 
 class Message(CreatedAtMixin, Base):

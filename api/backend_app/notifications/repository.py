@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import and_, delete, func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend_app.notifications.models import Device, Notification, NotificationPreference
+from backend_app.users.models import User
+
+# What a user who has set nothing for a type gets: pushed, and emailed where that type is
+# emailed. Every reader of preferences (the push path, the email check, the preferences the
+# API shows) applies these, so what the API shows is what happens.
+DEFAULT_PUSH = True
+DEFAULT_EMAIL = True
 
 
 async def add_once(
@@ -57,7 +65,7 @@ _ADD_MANY_ONCE = text(
            coalesce(inserted.id, existing.id) AS id,
            existing.pushed_at IS NOT NULL AS already_pushed,
            coalesce(existing.pushed_tokens, '{}') AS pushed_tokens,
-           coalesce(preference.push, true) AS wants_push,
+           coalesce(preference.push, CAST(:default_push AS boolean)) AS wants_push,
            coalesce(devices.tokens, '{}') AS tokens,
            coalesce(devices.platforms, '{}') AS platforms
     FROM incoming
@@ -97,6 +105,7 @@ async def add_many_once(session: AsyncSession, notices: dict[str, dict[str, Any]
             "titles": [n["title"] for n in notices.values()],
             "bodies": [n["body"] for n in notices.values()],
             "datas": [json.dumps(n["data"]) for n in notices.values()],
+            "default_push": DEFAULT_PUSH,
         },
     )
     return {
@@ -134,16 +143,41 @@ async def mark_pushed(session: AsyncSession, notification_id: int) -> None:
 
 async def wants_push(session: AsyncSession, user_id: int, type: str) -> bool:
     preference = await session.get(NotificationPreference, (user_id, type))
-    return preference is None or preference.push
+    return DEFAULT_PUSH if preference is None else preference.push
 
 
-async def wants_email(session: AsyncSession, user_id: int, type: str) -> bool:
-    preference = await session.get(NotificationPreference, (user_id, type))
-    return preference is None or preference.email
+async def active_user_and_email_wish(session: AsyncSession, user_id: int, type: str) -> tuple[User | None, bool]:
+    """The account (None when it does not exist or was deleted, as `users.repository.get_active`)
+    and whether it wants emails of `type`, in one statement: a message's send path needs
+    both, and each round trip counts there (`python -m bench.http`, route `message`)."""
+    row = (
+        await session.execute(
+            select(User, NotificationPreference.email)
+            .outerjoin(
+                NotificationPreference,
+                and_(NotificationPreference.user_id == User.id, NotificationPreference.type == type),
+            )
+            .where(User.id == user_id, User.deleted_at.is_(None))
+        )
+    ).first()
+    if row is None:
+        return None, False
+    user, email = row
+    return user, DEFAULT_EMAIL if email is None else email
 
 
 async def devices_of(session: AsyncSession, user_id: int) -> list[Device]:
     return list((await session.scalars(select(Device).where(Device.user_id == user_id))).all())
+
+
+async def devices_page(session: AsyncSession, user_id: int, *, limit: int, offset: int) -> tuple[list[Device], int]:
+    """`user_id`'s devices, newest first."""
+    condition = Device.user_id == user_id
+    total = await session.scalar(select(func.count()).select_from(Device).where(condition)) or 0
+    rows = await session.scalars(
+        select(Device).where(condition).order_by(Device.created_at.desc(), Device.id.desc()).limit(limit).offset(offset)
+    )
+    return list(rows.all()), total
 
 
 async def remove_tokens(session: AsyncSession, tokens: set[str]) -> None:
@@ -151,14 +185,32 @@ async def remove_tokens(session: AsyncSession, tokens: set[str]) -> None:
         await session.execute(delete(Device).where(Device.token.in_(tokens)))
 
 
-async def register_device(session: AsyncSession, *, user_id: int, token: str, platform: str) -> Device:
-    statement = (
-        insert(Device)
-        .values(user_id=user_id, token=token, platform=platform)
-        .on_conflict_do_update(index_elements=[Device.token], set_={"user_id": user_id, "platform": platform})
-        .returning(Device)
+async def register_device(
+    session: AsyncSession, *, user_id: int, token: str, platform: str
+) -> tuple[Device, bool] | None:
+    """Add the device, or update the platform of this user's own registration of `token`, in
+    one statement (so two accounts racing for a token cannot both have it). Returns the device
+    and whether it was added, or None when `token` is another user's."""
+    statement = insert(Device).values(user_id=user_id, token=token, platform=platform)
+    statement = statement.on_conflict_do_update(
+        index_elements=[Device.token],
+        set_={"platform": statement.excluded.platform},
+        where=Device.user_id == statement.excluded.user_id,
+    ).returning(
+        Device,
+        # A row this statement inserted has no deleting or locking transaction yet.
+        literal_column("xmax = 0").label("added"),
     )
-    return (await session.execute(statement)).scalar_one()
+    row = (await session.execute(statement.execution_options(populate_existing=True))).one_or_none()
+    return None if row is None else (row[0], bool(row[1]))
+
+
+async def remove_device(session: AsyncSession, *, user_id: int, device_id: int) -> bool:
+    """Remove one of `user_id`'s devices; False if it has no device `device_id`."""
+    removed = await session.scalar(
+        delete(Device).where(Device.id == device_id, Device.user_id == user_id).returning(Device.id)
+    )
+    return removed is not None
 
 
 async def list_for_user(
@@ -204,3 +256,11 @@ async def set_preference(session: AsyncSession, *, user_id: int, type: str, push
 async def preferences_of(session: AsyncSession, user_id: int) -> list[NotificationPreference]:
     rows = await session.scalars(select(NotificationPreference).where(NotificationPreference.user_id == user_id))
     return list(rows.all())
+
+
+async def delete_read_before(session: AsyncSession, cutoff: datetime) -> int:
+    """Delete notifications read before `cutoff`; how many went."""
+    result = await session.execute(
+        delete(Notification).where(Notification.read_at.is_not(None), Notification.read_at < cutoff)
+    )
+    return result.rowcount or 0  # type: ignore[attr-defined]

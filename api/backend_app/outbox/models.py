@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Identity, Index, Integer, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend_app.core.database import Base, CreatedAtMixin
+from backend_app.core.logging import MAX_REQUEST_ID_LENGTH
+from backend_app.db.base import Base, CreatedAtMixin
 
 
 class OutboxMessage(CreatedAtMixin, Base):
@@ -25,3 +27,7 @@ class OutboxMessage(CreatedAtMixin, Base):
     publish_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The request id the relay publishes with (Celery header, RQ job meta): the task record's.
+    request_id: Mapped[str | None] = mapped_column(String(MAX_REQUEST_ID_LENGTH))
+    # The trace context the relay's publish span continues (the task record's, as request_id).
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSONB)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import pickle
 import signal
@@ -32,18 +33,21 @@ from kombu import exceptions as kombu_errors
 from redis.exceptions import RedisError
 from rq.exceptions import DuplicateJobError
 
-# celery_tasks registers the task classes, so publishing can read their options (redacted_kwargs).
-from backend_app.core import celery_tasks, rq_app  # noqa: F401
-from backend_app.core.celery_app import celery_app
 from backend_app.core.config import Settings, get_settings, mask_url, to_driver_dsn
-from backend_app.core.logging import configure_logging
-from backend_app.core.read_replica import DatabaseRouter, init_database, is_connection_error
+from backend_app.core.logging import configure_logging, for_request
+from backend_app.core.tracing import RELAY_SERVICE, setup_tracing, span_from
+from backend_app.db.errors import is_connection_error
+from backend_app.db.lifecycle import init_database
+from backend_app.db.router import DatabaseRouter
 from backend_app.outbox import repository as outbox_repository
 from backend_app.outbox.repository import NOTIFY_CHANNEL, ClaimedMessage
+from backend_app.outbox.service import REDACTED_KEY
 from backend_app.tasks import repository as task_repository
 from backend_app.tasks.models import TaskBackend, TaskStatus
 from backend_app.tasks.reconcile import Reconciler
-from backend_app.tasks.tracking import DB_POSITION_KEY
+from backend_app.worker import rq_app
+from backend_app.worker.celery_app import celery_app
+from backend_app.worker.tracking import DB_POSITION_KEY, REQUEST_ID_KEY
 
 logger = logging.getLogger("backend_app.outbox.relay")
 
@@ -91,13 +95,36 @@ def publish(message: ClaimedMessage, db_position: str | None = None) -> None:
     """Put one task on its queue. Blocking: the relay calls it from a worker thread.
 
     `db_position` (a WAL position at or past the commit that recorded the task) travels with
-    the message, so the worker's replica reads see what that request wrote.
+    the message, so the worker's replica reads see what that request wrote; so does the id of
+    that request, which the worker puts on its log lines (a Celery header, RQ job meta). With
+    traces on, a `publish` span (PRODUCER), child of the trace context stored with the task,
+    travels the same way (`traceparent`, `tracestate`): the worker's `run` span is its child.
     """
+    attributes = {
+        "messaging.system": message.backend.value,
+        "messaging.operation.type": "send",
+        "messaging.destination.name": message.queue,
+        "messaging.message.id": message.task_id,
+        "jobplatform.task.name": message.name,
+    }
+    publishing = span_from(
+        f"publish {message.queue}", kind="producer", parent=message.trace_context, attributes=attributes
+    )
+    with publishing as trace_context:
+        _publish(message, db_position, trace_context)
+
+
+def _publish(message: ClaimedMessage, db_position: str | None, trace_context: dict[str, str]) -> None:
     args = message.payload.get("args", [])
     kwargs = message.payload.get("kwargs", {})
+    # Celery headers / RQ job meta; each left out when there is none.
+    extras = {
+        key: value for key, value in ((DB_POSITION_KEY, db_position), (REQUEST_ID_KEY, message.request_id)) if value
+    }
+    extras.update(trace_context)
     if message.backend is TaskBackend.celery:
         # Task events (Flower, logs) show kwargsrepr instead of secrets such as reset tokens.
-        secret = getattr(celery_app.tasks.get(message.name), "redacted_kwargs", ())
+        secret = message.payload.get(REDACTED_KEY, ())
         shown = {key: "***" if key in secret else value for key, value in kwargs.items()}
         celery_app.send_task(
             message.name,
@@ -107,12 +134,11 @@ def publish(message: ClaimedMessage, db_position: str | None = None) -> None:
             task_id=message.task_id,
             queue=message.queue,
             retry=False,
-            headers={DB_POSITION_KEY: db_position} if db_position else None,
+            headers=extras or None,
         )
     else:
-        meta = {DB_POSITION_KEY: db_position} if db_position else None
         with contextlib.suppress(DuplicateJobError):
-            rq_app.publish(message.queue, message.name, args, kwargs, job_id=message.task_id, meta=meta)
+            rq_app.publish(message.queue, message.name, args, kwargs, job_id=message.task_id, meta=extras or None)
 
 
 class Relay:
@@ -138,44 +164,49 @@ class Relay:
             db_position = await outbox_repository.current_wal_position(session) if messages else None
             published: list[ClaimedMessage] = []
             for message in messages:
-                try:
-                    await loop.run_in_executor(self._publisher, publish, message, db_position)
-                except Exception as error:
-                    if is_permanent_publish_error(error):
-                        # This message can never be published (unknown queue, unserialisable
-                        # arguments): fail its task visibly and go on, rather than block the rest.
-                        reason = f"could not publish: {type(error).__name__}: {error}"
-                        await outbox_repository.mark_sent(session, [message.message_id])
-                        await task_repository.finish(
-                            session, task_id=message.task_id, status=TaskStatus.failed, error=reason
+                # What is logged about this message names the request that recorded it.
+                with for_request(message.request_id):
+                    try:
+                        # In this context, so the publishing libraries' lines name the request too.
+                        in_context = contextvars.copy_context().run
+                        await loop.run_in_executor(self._publisher, in_context, publish, message, db_position)
+                    except Exception as error:
+                        if is_permanent_publish_error(error):
+                            # This message can never be published (unknown queue, unserialisable
+                            # arguments): fail its task visibly and go on, rather than block the rest.
+                            reason = f"could not publish: {type(error).__name__}: {error}"
+                            await outbox_repository.mark_sent(session, [message.message_id])
+                            await task_repository.finish(
+                                session, task_id=message.task_id, status=TaskStatus.failed, error=reason
+                            )
+                            logger.error("task %s (%s) %s", message.task_id, message.name, reason)
+                            continue
+                        delay = self.backoff_seconds(message.publish_attempts + 1)
+                        await outbox_repository.postpone(
+                            session, message.message_id, delay_seconds=delay, error=f"{type(error).__name__}: {error}"
                         )
-                        logger.error("task %s (%s) %s", message.task_id, message.name, reason)
-                        continue
-                    delay = self.backoff_seconds(message.publish_attempts + 1)
-                    await outbox_repository.postpone(
-                        session, message.message_id, delay_seconds=delay, error=f"{type(error).__name__}: {error}"
-                    )
-                    if is_broker_error(error):
-                        self._broker_failures += 1
-                        logger.warning(
-                            "broker unavailable publishing task %s (%s): %s; retrying in %.1fs",
+                        if is_broker_error(error):
+                            self._broker_failures += 1
+                            logger.warning(
+                                "broker unavailable publishing task %s (%s): %s; retrying in %.1fs",
+                                message.task_id,
+                                message.name,
+                                type(error).__name__,
+                                delay,
+                            )
+                            break  # the rest would fail the same way
+                        # Not known to be permanent: keep the task and retry it, loudly.
+                        logger.error(
+                            "unexpected error publishing task %s (%s); retrying in %.1fs",
                             message.task_id,
                             message.name,
-                            type(error).__name__,
                             delay,
+                            exc_info=error,
                         )
-                        break  # the rest would fail the same way
-                    # Not known to be permanent: keep the task and retry it, loudly.
-                    logger.error(
-                        "unexpected error publishing task %s (%s); retrying in %.1fs",
-                        message.task_id,
-                        message.name,
-                        delay,
-                        exc_info=error,
-                    )
-                    continue
-                published.append(message)
-                self._broker_failures = 0
+                        continue
+                    published.append(message)
+                    self._broker_failures = 0
+                    logger.debug("task %s (%s) published to %s", message.task_id, message.name, message.queue)
             if published:
                 await outbox_repository.mark_sent(session, [m.message_id for m in published])
                 await task_repository.mark_queued(session, [m.task_id for m in published])
@@ -279,7 +310,8 @@ async def main_async(settings: Settings) -> None:
 
 def main() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    setup_tracing(RELAY_SERVICE, settings)
     asyncio.run(main_async(settings))
 
 

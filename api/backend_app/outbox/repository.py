@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend_app.db.position import current_wal_insert_position
 from backend_app.outbox.models import OutboxMessage
 from backend_app.tasks.models import TaskBackend, TaskRecord, TaskStatus
 
@@ -25,6 +26,8 @@ class ClaimedMessage:
     name: str
     payload: dict[str, Any]
     publish_attempts: int
+    request_id: str | None
+    trace_context: dict[str, str] | None
 
 
 # One round trip for the whole outbox write: the task record (unless the idempotency key
@@ -32,12 +35,16 @@ class ClaimedMessage:
 _RECORD_TASK = text(
     """
     WITH task AS (
-        INSERT INTO task_records (id, backend, queue, name, payload, owner_id, status)
-        VALUES (:task_id, :backend, :queue, :name, CAST(:payload AS jsonb), :owner_id, 'pending')
+        INSERT INTO task_records (id, backend, queue, name, payload, owner_id, status, request_id, trace_context)
+        VALUES (
+            :task_id, :backend, :queue, :name, CAST(:payload AS jsonb), :owner_id, 'pending', :request_id,
+            CAST(:trace_context AS jsonb)
+        )
         ON CONFLICT (id) DO NOTHING
-        RETURNING id
+        RETURNING id, request_id, trace_context
     ), message AS (
-        INSERT INTO outbox_messages (task_id) SELECT id FROM task RETURNING id
+        INSERT INTO outbox_messages (task_id, request_id, trace_context)
+        SELECT id, request_id, trace_context FROM task RETURNING id
     )
     SELECT pg_notify('outbox', ''), (SELECT count(*) FROM message)
     """
@@ -53,8 +60,11 @@ async def record_task(
     name: str,
     payload: dict[str, Any],
     owner_id: int | None,
+    request_id: str | None,
+    trace_context: dict[str, str] | None = None,
 ) -> bool:
-    """Record a pending task and its outbox row; False when the task id already existed."""
+    """Record a pending task and its outbox row, both naming `request_id` and `trace_context`
+    (W3C traceparent/tracestate, core/tracing.py); False when the task id already existed."""
     result = await session.execute(
         _RECORD_TASK,
         {
@@ -64,14 +74,23 @@ async def record_task(
             "name": name,
             "payload": json.dumps(payload),
             "owner_id": owner_id,
+            "request_id": request_id,
+            "trace_context": json.dumps(trace_context) if trace_context else None,
         },
     )
     return bool(result.one()[1])
 
 
 async def add_message(session: AsyncSession, task_id: str) -> None:
-    """Another outbox row for an existing task (a requeue)."""
-    session.add(OutboxMessage(task_id=task_id))
+    """Another outbox row for an existing task (a requeue, a republish): it keeps the request
+    id and the trace context the task was recorded with, so every attempt's log lines and spans
+    lead back to that request."""
+    await session.execute(
+        insert(OutboxMessage).from_select(
+            [OutboxMessage.task_id, OutboxMessage.request_id, OutboxMessage.trace_context],
+            select(TaskRecord.id, TaskRecord.request_id, TaskRecord.trace_context).where(TaskRecord.id == task_id),
+        )
+    )
     # Delivered to listening relays when (and only if) the transaction commits.
     await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
@@ -83,6 +102,8 @@ async def claim(session: AsyncSession, limit: int) -> list[ClaimedMessage]:
             OutboxMessage.id,
             OutboxMessage.task_id,
             OutboxMessage.publish_attempts,
+            OutboxMessage.request_id,
+            OutboxMessage.trace_context,
             TaskRecord.backend,
             TaskRecord.queue,
             TaskRecord.name,
@@ -100,7 +121,17 @@ async def claim(session: AsyncSession, limit: int) -> list[ClaimedMessage]:
     if cancelled:
         await mark_sent(session, cancelled)
     return [
-        ClaimedMessage(row.id, row.task_id, row.backend, row.queue, row.name, row.payload, row.publish_attempts)
+        ClaimedMessage(
+            row.id,
+            row.task_id,
+            row.backend,
+            row.queue,
+            row.name,
+            row.payload,
+            row.publish_attempts,
+            row.request_id,
+            row.trace_context,
+        )
         for row in rows
         if row.status is not TaskStatus.cancelled
     ]
@@ -108,7 +139,7 @@ async def claim(session: AsyncSession, limit: int) -> list[ClaimedMessage]:
 
 async def current_wal_position(session: AsyncSession) -> str:
     """The primary's WAL insert position: every transaction already committed ends before it."""
-    return str(await session.scalar(text("SELECT pg_current_wal_insert_lsn()::text")))
+    return str(await current_wal_insert_position(session))
 
 
 async def mark_sent(session: AsyncSession, message_ids: list[int]) -> None:

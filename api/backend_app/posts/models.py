@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Identity, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend_app.core.database import Base, CreatedAtMixin
+from backend_app.db.base import Base, CreatedAtMixin
 
 
 class Post(CreatedAtMixin, Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,8 +18,8 @@ def _with_counts() -> Select[Any]:
     return select(Post, likes.label("like_count"), comments.label("comment_count"))
 
 
-async def get_with_counts(session: AsyncSession, post_id: int) -> Any:
-    return (await session.execute(_with_counts().where(Post.id == post_id))).one_or_none()
+async def like_count(session: AsyncSession, post_id: int) -> int:
+    return await session.scalar(select(func.count()).where(PostLike.post_id == post_id)) or 0
 
 
 async def feed(session: AsyncSession, user_id: int, *, limit: int, offset: int) -> tuple[list[Any], int]:
@@ -39,6 +39,14 @@ async def like(session: AsyncSession, *, post_id: int, user_id: int) -> bool:
         insert(PostLike).values(post_id=post_id, user_id=user_id).on_conflict_do_nothing().returning(PostLike.post_id)
     )
     return created is not None
+
+
+async def unlike(session: AsyncSession, *, post_id: int, user_id: int) -> bool:
+    """True when there was a like to take back."""
+    removed = await session.scalar(
+        delete(PostLike).where(PostLike.post_id == post_id, PostLike.user_id == user_id).returning(PostLike.post_id)
+    )
+    return removed is not None
 
 
 async def comments(session: AsyncSession, post_id: int, *, limit: int, offset: int) -> tuple[list[Comment], int]:

@@ -1,20 +1,40 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict
 
-Body = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)]
+from backend_app.core.openapi import text
+from backend_app.core.pagination import page_example
+
+Body = text(min_length=1, max_length=5000)
 
 
 class PostCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A new post (`POST /api/posts`): 1-5000 characters, not counting surrounding spaces."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"body": "Started a new role as a backend engineer today!"}]}
+    )
 
     body: Body
 
 
+POST_EXAMPLE = {
+    "id": 77,
+    "author_id": 42,
+    "body": "Started a new role as a backend engineer today!",
+    "created_at": "2025-03-06T09:00:00Z",
+    "like_count": 3,
+    "comment_count": 1,
+}
+
+
 class PostOut(BaseModel):
+    """A post with its like and comment counts."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [POST_EXAMPLE]})
+
     id: int
     author_id: int
     body: str
@@ -24,6 +44,10 @@ class PostOut(BaseModel):
 
 
 class PostPage(BaseModel):
+    """A page of posts: `items` from `offset`, at most `limit` of them, out of `total`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [page_example(POST_EXAMPLE)]})
+
     items: list[PostOut]
     total: int
     limit: int
@@ -31,13 +55,31 @@ class PostPage(BaseModel):
 
 
 class CommentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A comment on a post: 1-5000 characters, not counting surrounding spaces."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"body": "Congratulations on the new role!"}]}
+    )
 
     body: Body
 
 
+COMMENT_EXAMPLE = {
+    "id": 910,
+    "post_id": 77,
+    "author_id": 9,
+    "body": "Congratulations on the new role!",
+    "created_at": "2025-03-06T17:45:00Z",
+}
+
+
 class CommentOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    """A comment on a post."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={"examples": [COMMENT_EXAMPLE]},
+    )
 
     id: int
     post_id: int
@@ -47,6 +89,10 @@ class CommentOut(BaseModel):
 
 
 class CommentPage(BaseModel):
+    """A page of a post's comments: `items` from `offset`, at most `limit` of them, out of `total`."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [page_example(COMMENT_EXAMPLE)]})
+
     items: list[CommentOut]
     total: int
     limit: int
@@ -54,5 +100,9 @@ class CommentPage(BaseModel):
 
 
 class LikeOut(BaseModel):
+    """Your like of a post and the post's like count after it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"liked": True, "like_count": 4}]})
+
     liked: bool
     like_count: int

@@ -10,15 +10,22 @@ from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Integer, S
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend_app.core.database import Base, CreatedAtMixin
+from backend_app.core.logging import MAX_REQUEST_ID_LENGTH
+from backend_app.db.base import Base, CreatedAtMixin
 
 
 class TaskBackend(enum.StrEnum):
+    """The task system that runs a task: Celery (emails) or RQ (notifications, analytics, video processing)."""
+
     celery = "celery"
     rq = "rq"
 
 
 class TaskStatus(enum.StrEnum):
+    """A background task's state: `pending` (recorded, not yet on a queue), `queued`, `started`, `retrying` after
+    an error, then `succeeded`, `failed` (a permanent error), `cancelled` or `dead` (retries exhausted; an
+    administrator may requeue it)."""
+
     pending = "pending"  # recorded in the outbox, not yet on a queue
     queued = "queued"
     started = "started"
@@ -67,3 +74,9 @@ class TaskRecord(CreatedAtMixin, Base):
     )
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[Any | None] = mapped_column(JSONB)
+    # The X-Request-ID of the request that recorded the task (None outside a request), so the
+    # task's log lines in the relay and the workers can be found from the request and back.
+    request_id: Mapped[str | None] = mapped_column(String(MAX_REQUEST_ID_LENGTH))
+    # The W3C trace context (traceparent, tracestate) the task was recorded in, when traces are
+    # on: every publish of it (a requeue's, a republish's) joins that trace (core/tracing.py).
+    trace_context: Mapped[dict[str, str] | None] = mapped_column(JSONB)

@@ -14,20 +14,31 @@ the two every TASK_RECONCILE_INTERVAL seconds:
   would hold it (from when it was taken, or from its countdown's end, past the task time
   limit and the grace: kombu's `unacked_index` says when) belongs to a worker that died;
   an RQ job counts only while it waits, is scheduled, deferred or running;
-- a record `started` for longer than its queue's time limit plus the grace was abandoned by
-  its worker (a live one would have stopped it at the limit): Celery's message is at best
-  held by that dead worker; RQ's job must still exist for RQ's abandoned-job handling.
+- a record `started` for longer than the grace must have its message too: RQ's job hash
+  (status started while it runs; RQ's abandoned-job handling fails it into its retries if
+  the worker died), Celery's copy in `unacked`. Past its queue's time limit plus the grace
+  it was abandoned by its worker (a live one would have stopped it at the limit): Celery's
+  message is at best held by that dead worker. Within the limit, a missing message may
+  belong to a task still running in a live worker while Redis lost its data: a live RQ
+  worker writes its running job back into Redis at its next heartbeat (worker/rq_outage.py),
+  so such a record counts as lost only once its message has been missing for
+  RUNNING_TASK_CONFIRM_SECONDS (two heartbeats). A Celery worker cannot do that; a second
+  copy of a running email is held off by the delivery claim (emails/service.py). Without
+  this, a worker killed with its job and then a Redis that lost its data left the record
+  `started` for the whole time limit (30 minutes for a video).
 
-A record found so in two checks in a row gets a new outbox row, and the relay publishes it
-again under the same task id (a dead worker's copy is taken out of `unacked` first, so
-Redis does not hand it out again later). One relay checks at a time (an advisory lock),
-and each republish counts as an attempt: a task that keeps vanishing is `dead` after
-TASK_MAX_ATTEMPTS instead of being published forever. Effects are idempotent by task id (emails claim their
-delivery row, notifications are stored once per task, a delivery of a task that already
-succeeded is skipped), so a second copy that turns up later is harmless. The bound: a lost
-message is published again within TASK_RECONCILE_GRACE + 2 x TASK_RECONCILE_INTERVAL
-seconds (90 s with the defaults); a message held by a dead Celery worker within its time
-limit (CELERY_TASK_TIME_LIMIT, after its countdown for a retry) more.
+A record found so in two checks in a row (for a record that may be running, that long
+apart) gets a new outbox row, and the relay publishes it again under the same task id (a
+dead worker's copy is taken out of `unacked` first, so Redis does not hand it out again
+later). One relay checks at a time (an advisory lock), and each republish counts as an
+attempt: a task that keeps vanishing is `dead` after TASK_MAX_ATTEMPTS instead of being
+published forever. Effects are idempotent by task id (emails claim their delivery row,
+notifications are stored once per task, a delivery of a task that already succeeded is
+skipped), so a second copy that turns up later is harmless. The bound: a lost message is
+published again within TASK_RECONCILE_GRACE + 2 x TASK_RECONCILE_INTERVAL seconds (90 s
+with the defaults), RUNNING_TASK_CONFIRM_SECONDS more for a started one; a message held by
+a dead Celery worker within its time limit (CELERY_TASK_TIME_LIMIT, after its countdown for
+a retry) more.
 """
 
 from __future__ import annotations
@@ -38,18 +49,18 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis import Redis
-from sqlalchemy import exists, func, or_, select, update
+from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend_app.core.config import Settings
 from backend_app.outbox import repository as outbox_repository
-from backend_app.outbox.models import OutboxMessage
 from backend_app.tasks import repository as task_repository
-from backend_app.tasks.models import TaskBackend, TaskRecord, TaskStatus
+from backend_app.tasks.models import TaskBackend, TaskStatus
+from backend_app.worker.queues import time_limits
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +77,10 @@ RQ_LIVE_STATUSES = frozenset({b"queued", b"scheduled", b"deferred", b"started"})
 RECONCILE_LOCK_KEY = 0x7461736B_7265636F  # "taskreco"
 # Candidates looked at per check; the rest wait for the next check.
 MAX_CANDIDATES = 1000
+# How long the message of a task that may still be running must be missing before it counts
+# as lost: two heartbeats of a running RQ job, at each of which a live worker writes its job
+# back into a Redis that lost it.
+RUNNING_TASK_CONFIRM_SECONDS = 2 * DEFAULT_JOB_MONITORING_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,7 @@ class Candidate:
     queue: str
     status: TaskStatus
     attempts: int
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -84,38 +100,21 @@ class Lost:
     held_tags: tuple[str, ...] = ()
 
 
-def time_limits(settings: Settings) -> dict[str, int]:
-    """The longest a task of each queue may run, in seconds."""
-    from backend_app.core.celery_app import CELERY_QUEUES
-    from backend_app.core.rq_app import QUEUE_CONFIG
-
-    limits = {queue: settings.celery_task_time_limit for queue in CELERY_QUEUES}
-    limits.update({queue: config.job_timeout for queue, config in QUEUE_CONFIG.items()})
-    return limits
-
-
 async def candidates(session: AsyncSession, settings: Settings) -> list[Candidate]:
     """Records that should have a message in Redis and are old enough to be checked."""
-    grace = timedelta(seconds=settings.task_reconcile_grace)
-    started_too_long = [
-        (TaskRecord.queue == queue) & (TaskRecord.started_at < func.now() - grace - timedelta(seconds=limit))
-        for queue, limit in time_limits(settings).items()
-    ]
-    rows = await session.execute(
-        select(TaskRecord.id, TaskRecord.backend, TaskRecord.queue, TaskRecord.status, TaskRecord.attempts)
-        .where(
-            or_(
-                TaskRecord.status.in_([TaskStatus.queued, TaskStatus.retrying])
-                & (TaskRecord.updated_at < func.now() - grace),
-                (TaskRecord.status == TaskStatus.started) & or_(*started_too_long),
-            ),
-            # Already on its way again (a requeue, or a check before this one).
-            ~exists().where(OutboxMessage.task_id == TaskRecord.id, OutboxMessage.sent_at.is_(None)),
-        )
-        .order_by(TaskRecord.updated_at)
-        .limit(MAX_CANDIDATES)
+    rows = await task_repository.unreconciled(
+        session, grace=timedelta(seconds=settings.task_reconcile_grace), limit=MAX_CANDIDATES
     )
-    return [Candidate(row.id, row.backend, row.queue, row.status, row.attempts) for row in rows.all()]
+    return [Candidate(row.id, row.backend, row.queue, row.status, row.attempts, row.started_at) for row in rows]
+
+
+def may_be_running(candidate: Candidate, settings: Settings, now: datetime) -> bool:
+    """Whether a live worker could still be running the task: started, and not yet past its
+    queue's time limit plus the grace (a live worker stops it at the limit)."""
+    if candidate.status is not TaskStatus.started or candidate.started_at is None:
+        return False
+    limit = time_limits(settings).get(candidate.queue, 0) + settings.task_reconcile_grace
+    return candidate.started_at > now - timedelta(seconds=limit)
 
 
 @dataclass(frozen=True)
@@ -220,22 +219,22 @@ def forget_held(redis: Redis, tags: list[str]) -> None:
 class Reconciler:
     """Publishes again the tasks whose message is missing from Redis in two checks in a row."""
 
+    running_task_confirm_seconds: float = RUNNING_TASK_CONFIRM_SECONDS
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._missing_last_time: set[str] = set()
+        # Task id -> when a check first found its message missing (time.monotonic()).
+        self._missing_since: dict[str, float] = {}
         self.republished_total = 0
 
     async def check(self, session: AsyncSession, redis: Redis) -> list[Candidate]:
         """One check; returns the tasks given a new outbox row (or ended `dead`). Raises
         RedisError while Redis is down."""
-        if not await session.scalar(select(func.pg_try_advisory_xact_lock(RECONCILE_LOCK_KEY))):
+        if not await task_repository.try_transaction_lock(session, RECONCILE_LOCK_KEY):
             return []  # another relay is checking
         found = await candidates(session, self.settings)
         lost = await asyncio.to_thread(lost_messages, redis, found, self.settings) if found else []
-        confirmed = [entry for entry in lost if entry.candidate.task_id in self._missing_last_time]
-        self._missing_last_time = {entry.candidate.task_id for entry in lost} - {
-            entry.candidate.task_id for entry in confirmed
-        }
+        confirmed = self._confirmed(lost)
         if not confirmed:
             return []
         await asyncio.to_thread(forget_held, redis, [tag for entry in confirmed for tag in entry.held_tags])
@@ -245,13 +244,8 @@ class Reconciler:
         for candidate in again:
             await outbox_repository.add_message(session, candidate.task_id)
         if again:
-            # Counted as an attempt (a task that keeps vanishing ends dead), and the grace
-            # period starts again: the new message needs time to reach Redis.
-            await session.execute(
-                update(TaskRecord)
-                .where(TaskRecord.id.in_([c.task_id for c in again]))
-                .values(attempts=TaskRecord.attempts + 1, updated_at=func.now())
-            )
+            # Counted as an attempt: a task that keeps vanishing ends dead.
+            await task_repository.count_republished(session, [c.task_id for c in again])
             self.republished_total += len(again)
             logger.warning(
                 "%d task(s) recorded %s had no live message in Redis (lost with its data, or held by a dead"
@@ -271,3 +265,26 @@ class Reconciler:
                 "task %s (%s) dead: its message keeps vanishing from Redis", candidate.task_id, candidate.queue
             )
         return [*again, *given_up]
+
+    def _confirmed(self, lost: list[Lost]) -> list[Lost]:
+        """The losses seen in an earlier check too (long enough ago for a task that may be
+        running); the others are remembered for the next check."""
+        checked_at, wall_clock = time.monotonic(), datetime.now(UTC)
+        missing_since = {entry.candidate.task_id: self._missing_since.get(entry.candidate.task_id) for entry in lost}
+        confirmed = []
+        for entry in lost:
+            since = missing_since[entry.candidate.task_id]
+            if since is None:
+                continue
+            wait = (
+                self.running_task_confirm_seconds if may_be_running(entry.candidate, self.settings, wall_clock) else 0
+            )
+            if checked_at - since >= wait:
+                confirmed.append(entry)
+        done = {entry.candidate.task_id for entry in confirmed}
+        self._missing_since = {
+            task_id: checked_at if since is None else since
+            for task_id, since in missing_since.items()
+            if task_id not in done
+        }
+        return confirmed

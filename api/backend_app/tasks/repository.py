@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Row, delete, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend_app.outbox.models import OutboxMessage
 from backend_app.tasks.models import FINISHED_STATUSES, WAITING_STATUSES, TaskBackend, TaskRecord, TaskStatus
 
 # Results and errors are for people reading the task API, not a data store.
@@ -195,6 +196,26 @@ async def count_for_owner(session: AsyncSession, owner_id: int) -> int:
     return await session.scalar(select(func.count()).where(TaskRecord.owner_id == owner_id)) or 0
 
 
+async def cancel_waiting_of_owner(session: AsyncSession, owner_id: int) -> list[str]:
+    """Cancel every task of `owner_id` that has not started (pending, queued, retrying), as
+    `service.cancel` does one: the relay drops a cancelled pending task and a worker skips a
+    cancelled queued one. Their unpublished outbox rows are settled too. Returns the ids."""
+    waiting = select(TaskRecord.id).where(TaskRecord.owner_id == owner_id, TaskRecord.status.in_(WAITING_STATUSES))
+    # Outbox rows first, as the relay locks them (claim) before their records (mark_queued).
+    await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.task_id.in_(waiting.scalar_subquery()), OutboxMessage.sent_at.is_(None))
+        .values(sent_at=func.now())
+    )
+    cancelled = await session.scalars(
+        update(TaskRecord)
+        .where(TaskRecord.owner_id == owner_id, TaskRecord.status.in_(WAITING_STATUSES))
+        .values(status=TaskStatus.cancelled, finished_at=func.now(), updated_at=func.now())
+        .returning(TaskRecord.id)
+    )
+    return list(cancelled.all())
+
+
 async def status_counts(session: AsyncSession, queue: str) -> dict[TaskStatus, int]:
     rows = await session.execute(
         select(TaskRecord.status, func.count()).where(TaskRecord.queue == queue).group_by(TaskRecord.status)
@@ -228,3 +249,47 @@ async def redact_kwargs(session: AsyncSession, *, task_id: str, names: tuple[str
     for name in names:
         payload = func.jsonb_set(payload, ["kwargs", name], func.to_jsonb("***"), False)
     await session.execute(update(TaskRecord).where(TaskRecord.id == task_id).values(payload=payload))
+
+
+async def unreconciled(session: AsyncSession, *, grace: timedelta, limit: int) -> list[Row[Any]]:
+    """(id, backend, queue, status, attempts, started_at) of the records that should have a
+    message in Redis and are old enough to check: waiting, or started, for longer than
+    `grace`; oldest first, at most `limit`. (Whether a started one may still be running is
+    the reconciler's call.)"""
+    rows = await session.execute(
+        select(
+            TaskRecord.id,
+            TaskRecord.backend,
+            TaskRecord.queue,
+            TaskRecord.status,
+            TaskRecord.attempts,
+            TaskRecord.started_at,
+        )
+        .where(
+            or_(
+                TaskRecord.status.in_([TaskStatus.queued, TaskStatus.retrying])
+                & (TaskRecord.updated_at < func.now() - grace),
+                (TaskRecord.status == TaskStatus.started) & (TaskRecord.started_at < func.now() - grace),
+            ),
+            # Already on its way again (a requeue, or a check before this one).
+            ~exists().where(OutboxMessage.task_id == TaskRecord.id, OutboxMessage.sent_at.is_(None)),
+        )
+        .order_by(TaskRecord.updated_at)
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+async def try_transaction_lock(session: AsyncSession, key: int) -> bool:
+    """PostgreSQL's advisory lock `key` until the transaction ends; False when another holds it."""
+    return bool(await session.scalar(select(func.pg_try_advisory_xact_lock(key))))
+
+
+async def count_republished(session: AsyncSession, task_ids: list[str]) -> None:
+    """One more attempt each, and their grace period starts again (the new message needs time
+    to reach Redis)."""
+    await session.execute(
+        update(TaskRecord)
+        .where(TaskRecord.id.in_(task_ids))
+        .values(attempts=TaskRecord.attempts + 1, updated_at=func.now())
+    )

@@ -8,20 +8,19 @@ from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
-from backend_app.core import rq_app
-from backend_app.core.celery_app import CELERY_QUEUES
-from backend_app.core.read_replica import AsyncReadSession, AsyncWriteSession
+from backend_app.db.sessions import AsyncReadSession, AsyncWriteSession
 from backend_app.outbox import repository as outbox_repository
 from backend_app.tasks import repository
 from backend_app.tasks.models import TaskBackend, TaskRecord, TaskStatus
 from backend_app.tasks.schemas import QueueStats
 from backend_app.users.models import User
+from backend_app.worker import rq_app
+from backend_app.worker.queues import QUEUE_BACKENDS
 
 logger = logging.getLogger(__name__)
 
 CANCELLABLE = frozenset({TaskStatus.pending, TaskStatus.queued, TaskStatus.retrying})
 REQUEUEABLE = frozenset({TaskStatus.dead, TaskStatus.failed})
-ALL_QUEUES = {**dict.fromkeys(CELERY_QUEUES, TaskBackend.celery), **dict.fromkeys(rq_app.RQ_QUEUES, TaskBackend.rq)}
 
 
 class TaskNotFound(Exception):
@@ -89,7 +88,7 @@ def _broker_depth(queue: str, backend: TaskBackend) -> int | None:
 
 
 async def queue_stats(*, session: AsyncReadSession, queue: str) -> QueueStats:
-    backend = ALL_QUEUES.get(queue)
+    backend = QUEUE_BACKENDS.get(queue)
     if backend is None:
         raise TaskNotFound(queue)
     counts = await repository.status_counts(session, queue)

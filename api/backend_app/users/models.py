@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, Enum, Identity, Index, String, false, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Identity,
+    Index,
+    Integer,
+    String,
+    false,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend_app.core.database import Base, CreatedAtMixin
+from backend_app.auth.models import SingleUseTokenMixin
+from backend_app.db.base import Base, CreatedAtMixin
 
 
 class UserRole(enum.StrEnum):
+    """What an account is for: a `job_seeker` applies to jobs, an `employer` posts them. Chosen at registration."""
+
     job_seeker = "job_seeker"
     employer = "employer"
 
@@ -31,8 +47,24 @@ class User(CreatedAtMixin, Base):
     )
     # Operators: may read and requeue anyone's background tasks.
     is_admin: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false(), default=False)
+    # Access tokens carry the version they were issued under; a password reset or change
+    # raises it, which ends every session opened before.
+    token_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0", default=0)
+    # Set when the owner of the address followed the verification link; until then the account
+    # can sign in and read, but not post jobs, apply or message.
+    email_verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the account was deleted: its personal data is gone and it cannot sign in; the
+    # row stays so that what others hold (messages received, applications to their jobs) keeps
+    # a sender, shown as a deleted account.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # Case-insensitive uniqueness: "Ann@x.io" and "ann@x.io" are one account.
 Index("uq_users_email", func.lower(User.email), unique=True)
 Index("uq_users_username", func.lower(User.username), unique=True)
+
+
+class EmailVerificationToken(SingleUseTokenMixin, Base):
+    """A link sent to confirm an address."""
+
+    __tablename__ = "email_verification_tokens"

@@ -36,9 +36,20 @@ def _shown_size(width: int, height: int, rotation: int) -> tuple[int, int]:
     return (height, width) if rotation in (90, 270) else (width, height)
 
 
+# FFmpeg's demuxers for still and animated pictures: image2 and its `*_pipe` family (png_pipe,
+# jpeg_pipe, webp_pipe, ...), GIF and APNG. They have a "video stream", but are no video.
+PICTURE_FORMATS = frozenset({"gif", "apng", "image2", "image2pipe"})
+
+
+def is_picture_format(format_name: str) -> bool:
+    return format_name in PICTURE_FORMATS or format_name.endswith("_pipe")
+
+
 def probe(path: Path) -> Probe:
     try:
         with av.open(str(path)) as container:
+            if is_picture_format(container.format.name):
+                raise MediaError(f"a picture ({container.format.name.removesuffix('_pipe')}), not a video")
             if not container.streams.video:
                 raise MediaError("the file has no video stream")
             video = container.streams.video[0]

@@ -11,10 +11,12 @@ from sqlalchemy import BigInteger, DateTime, Enum, Float, ForeignKey, Identity, 
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend_app.core.database import Base, CreatedAtMixin
+from backend_app.db.base import Base, CreatedAtMixin
 
 
 class VideoStatus(enum.StrEnum):
+    """A video's processing: `uploaded` (waiting), `processing`, then `ready` or `failed`."""
+
     uploaded = "uploaded"
     processing = "processing"
     ready = "ready"

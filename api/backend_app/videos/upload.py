@@ -1,8 +1,10 @@
-"""Streaming a multipart upload to disk with a size limit enforced as the bytes arrive."""
+"""Streaming a multipart upload to disk with a size limit enforced as the bytes arrive, and
+a limit on how long the client may send nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -11,16 +13,26 @@ from pathlib import Path
 from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
+
+logger = logging.getLogger(__name__)
 
 FIELD_LIMIT = 4096  # bytes of a non-file form field
 MAX_FIELDS = 20
 
 
 class UploadRejected(Exception):
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, *, body_unread: bool = False) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        # Refused before the whole body arrived: the connection closes rather than waiting
+        # for the rest of a body nobody will read.
+        self.headers = {"Connection": "close"} if body_unread else None
+
+
+class InvalidFile(Exception):
+    """No file, or an empty one: a 422 on the `file` field."""
 
 
 @dataclass
@@ -32,15 +44,19 @@ class ReceivedUpload:
 
 
 async def receive_file(
-    request: Request, *, directory: Path, max_bytes: int, file_field: str = "file"
+    request: Request, *, directory: Path, max_bytes: int, idle_seconds: float, file_field: str = "file"
 ) -> ReceivedUpload:
-    """Write the `file_field` part to `directory` under a generated name; never trust its name."""
+    """Write the `file_field` part to `directory` under a generated name; never trust its name.
+
+    A client that sends nothing for `idle_seconds` is cut off with 408; a client that goes
+    away is one log line. Either way the partial file is removed.
+    """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
-        raise UploadRejected(415, "Send the video as multipart/form-data with a 'file' field.")
+        raise UploadRejected(415, "Send the video as multipart/form-data with a 'file' field.", body_unread=True)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
-        raise UploadRejected(413, f"The video is larger than the {max_bytes} byte limit.")
+        raise UploadRejected(413, f"The video is larger than the {max_bytes} byte limit.", body_unread=True)
 
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     destination = directory / f"{uuid.uuid4().hex}.upload"
@@ -67,13 +83,13 @@ async def receive_file(
         if state["name"] == file_field and state["file"] is not None and not state.get("file_done"):
             state["size"] += len(chunk)
             if state["size"] > max_bytes:
-                raise UploadRejected(413, f"The video is larger than the {max_bytes} byte limit.")
+                raise UploadRejected(413, f"The video is larger than the {max_bytes} byte limit.", body_unread=True)
             # Small synchronous writes: the event loop waits microseconds per chunk.
             state["file"].write(chunk)
         else:
             state["field"] += chunk
             if len(state["field"]) > FIELD_LIMIT:
-                raise UploadRejected(413, "A form field is too long.")
+                raise UploadRejected(413, "A form field is too long.", body_unread=True)
 
     def on_part_end() -> None:
         if state["name"] == file_field and state["file"] is not None:
@@ -81,7 +97,7 @@ async def receive_file(
             state["upload_name"] = state["filename"] or "upload"
         elif state["name"]:
             if len(state["fields"]) >= MAX_FIELDS:
-                raise UploadRejected(413, "Too many form fields.")
+                raise UploadRejected(413, "Too many form fields.", body_unread=True)
             state["fields"][state["name"]] = state["field"].decode(errors="replace")
         state.update(headers={}, name=None, filename=None, field=b"")
 
@@ -96,13 +112,28 @@ async def receive_file(
             "on_part_end": on_part_end,
         },
     )
+    chunks = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                async with asyncio.timeout(idle_seconds):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError:
         _close_and_remove(state, destination)
-        raise UploadRejected(400, "The multipart body is malformed.") from None
+        raise UploadRejected(400, "The multipart body is malformed.", body_unread=True) from None
+    except TimeoutError:
+        _close_and_remove(state, destination)
+        raise UploadRejected(
+            408, f"Nothing arrived for {idle_seconds:g} seconds; send the upload again.", body_unread=True
+        ) from None
+    except ClientDisconnect:
+        _close_and_remove(state, destination)
+        logger.info("upload abandoned: the client disconnected after %d bytes of the file", state["size"])
+        raise UploadRejected(400, "The client disconnected before the upload was complete.") from None
     except BaseException:
         _close_and_remove(state, destination)
         raise
@@ -110,11 +141,11 @@ async def receive_file(
         _close_and_remove(state, destination)
         raise UploadRejected(400, "The upload ended before the file was complete.")
     if state["file"] is None:
-        raise UploadRejected(422, "No 'file' field in the upload.")
+        raise InvalidFile("No 'file' field in the upload.")
     state["file"].close()
     if state["size"] == 0:
         destination.unlink(missing_ok=True)
-        raise UploadRejected(422, "The uploaded file is empty.")
+        raise InvalidFile("The uploaded file is empty.")
     return ReceivedUpload(
         destination, state["size"], clean_filename(state.get("upload_name", "upload")), state["fields"]
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -11,7 +11,7 @@ import pytest
 
 from backend_app.analytics import buffer
 from backend_app.core import rq_app
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.accounts import sign_up
 from tests.processes import Worker, relay, rq_worker, wait_until
 
@@ -101,19 +101,24 @@ async def test_job_views_and_applications_per_job(
         )
     ).json()
     stack.wait_for_replicas()
+    _, kim = await sign_up(client, "kim")
     for _ in range(3):
         assert (await client.get(f"/api/jobs/{job['id']}", headers=sam)).status_code == 200
+    assert (await client.get(f"/api/jobs/{job['id']}", headers=kim)).status_code == 200
     await client.get(f"/api/jobs/{job['id']}")  # anonymous views are not counted
     await client.post(f"/api/jobs/{job['id']}/apply", json={}, headers=sam)
 
     await wait_until(
-        lambda: count(stack, "SELECT count(*) FROM analytics_events WHERE event_type = 'job_view'") == 3,
-        what="three job views",
+        lambda: count(stack, "SELECT count(*) FROM analytics_events WHERE event_type = 'job_view'") == 4,
+        what="four job views",
     )
     stack.wait_for_replicas()
     stats = (await client.get(f"/api/analytics/jobs/{job['id']}/stats", headers=acme)).json()
+    # Only the job's employer reads them.
+    assert (await client.get(f"/api/analytics/jobs/{job['id']}/stats", headers=sam)).status_code == 403
 
-    assert stats["total_views"] == 3
+    # Each viewer counts once a day, however often they looked.
+    assert stats["total_views"] == 2
     assert len(stats["views_per_day"]) == 1
     assert stats["applications"] == 1
 
@@ -135,9 +140,11 @@ async def test_user_figures_are_aggregated_by_the_worker(
     finally:
         relay_worker.stop()
     stack.wait_for_replicas()
-    stats = (await client.get(f"/api/analytics/users/{ada_id}/stats", headers=bob)).json()
+    stats = (await client.get(f"/api/analytics/users/{ada_id}/stats", headers=ada)).json()
+    # An account's figures are its own.
+    assert (await client.get(f"/api/analytics/users/{ada_id}/stats", headers=bob)).status_code == 403
 
-    assert before.status_code == 404
+    assert before.status_code == 200, "computed on the first read"
     assert refreshed.status_code == 202
     assert (stats["followers"], stats["following"], stats["posts"]) == (1, 0, 1)
     assert stats["applications_sent"] == stats["applications_received"] == stats["job_views"] == 0
@@ -194,3 +201,33 @@ def test_an_event_postgresql_refuses_is_set_aside_and_the_rest_are_stored(stack:
     assert count(stack, "SELECT count(*) FROM analytics_events") == 3
     assert redis.llen(buffer.DEAD_LETTER_KEY) == 1
     assert list(redis.scan_iter(match=f"{buffer.PROCESSING_PREFIX}*")) == []
+
+
+async def test_figures_are_computed_on_the_first_read_and_not_stored(
+    client: httpx.AsyncClient, stack: LocalStack, make_user: Callable[..., tuple[int, str]]
+) -> None:
+    ada_id, ada = await sign_up(client, "ada")
+    _, bob = await sign_up(client, "bob")
+    await client.post(f"/api/users/{ada_id}/follow", headers=bob)
+    await client.post("/api/posts", json={"body": "hello"}, headers=ada)
+    await client.post("/api/posts", json={"body": "again"}, headers=ada)
+    _, root = make_user("root", is_admin=True)  # waits for the replicas
+
+    own = await client.get(f"/api/analytics/users/{ada_id}/stats", headers=ada)
+    by_admin = await client.get(f"/api/analytics/users/{ada_id}/stats", headers={"Authorization": f"Bearer {root}"})
+    by_other = await client.get(f"/api/analytics/users/{ada_id}/stats", headers=bob)
+    nobody = await client.get("/api/analytics/users/999999/stats", headers={"Authorization": f"Bearer {root}"})
+
+    assert own.status_code == 200
+    figures = own.json()
+    assert (figures["user_id"], figures["followers"], figures["following"], figures["posts"]) == (ada_id, 1, 0, 2)
+    assert figures["applications_sent"] == figures["applications_received"] == figures["job_views"] == 0
+    assert by_admin.status_code == 200
+    assert {k: v for k, v in by_admin.json().items() if k != "computed_at"} == {
+        k: v for k, v in figures.items() if k != "computed_at"
+    }
+    assert by_other.status_code == 403
+    assert by_other.json()["detail"] == "You may read only your own figures."
+    assert nobody.status_code == 404
+    assert nobody.json()["detail"] == "No such user."
+    assert count(stack, "SELECT count(*) FROM user_stats") == 0, "a read stores nothing"

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.conftest import SmtpSink, wait_for_mail
 
 PASSWORD = "correct-horse-42"
@@ -25,8 +25,8 @@ def registration(**overrides: str) -> dict[str, str]:
     }
 
 
-async def test_register_returns_the_user_and_the_welcome_email_arrives(
-    client: httpx.AsyncClient, mail_workers: SmtpSink
+async def test_register_returns_the_user_and_the_verification_email_arrives(
+    client: httpx.AsyncClient, mail_workers: SmtpSink, stack: LocalStack
 ) -> None:
     response = await client.post("/api/auth/register", json=registration(email="Ada@Example.com"))
 
@@ -36,13 +36,17 @@ async def test_register_returns_the_user_and_the_welcome_email_arrives(
     assert body["username"] == "ada"
     assert "password" not in response.text
     assert "hash" not in response.text
-    [mail] = await wait_for_mail(mail_workers, "ada@example.com")
-    assert mail["Subject"] == "Welcome to Job Platform, Ada Lovelace"
+    [mail] = await wait_for_mail(mail_workers, "ada@example.com")  # one email: it welcomes, and asks to confirm
+    assert mail["Subject"] == "Confirm your email address for Job Platform"
     assert mail["To"] == "Ada Lovelace <ada@example.com>"
     text = mail.get_body(("plain",)).get_content()
     html = mail.get_body(("html",)).get_content()
-    assert "http://localhost:8000/login" in text
-    assert 'href="http://localhost:8000/login"' in html
+    token = text.split("http://localhost:8000/verify-email?token=")[1].split()[0]
+    assert f'href="http://localhost:8000/verify-email?token={token}"' in html
+    # Operators follow the sign-up email by this key (the soak too).
+    assert stack.primary is not None
+    assert stack.primary.psql(f"SELECT count(*) FROM task_records WHERE id = 'welcome-email-{body['id']}'") == "1"
+    assert token not in stack.primary.psql("SELECT string_agg(token_hash, ',') FROM email_verification_tokens")
 
 
 @pytest.mark.parametrize(
@@ -58,7 +62,7 @@ async def test_duplicate_email_or_username_is_409(client: httpx.AsyncClient, sec
     response = await client.post("/api/auth/register", json=registration(**second))
 
     assert response.status_code == 409
-    assert response.json() == {"detail": detail}
+    assert response.json() == {"detail": detail, "code": "conflict"}
 
 
 @pytest.mark.parametrize(
@@ -87,7 +91,10 @@ async def test_login_gives_a_bearer_token_that_works(client: httpx.AsyncClient) 
 
     assert response.status_code == 200
     token = response.json()
+    assert set(token) == {"access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in"}
     assert token["token_type"] == "bearer"
+    assert token["expires_in"] == 15 * 60
+    assert token["refresh_expires_in"] == 30 * 24 * 3600
     me = await client.get("/api/users/me", headers={"Authorization": f"Bearer {token['access_token']}"})
     assert me.status_code == 200
     assert me.json()["username"] == "ada"
@@ -100,7 +107,7 @@ async def test_wrong_password_and_unknown_email_get_the_same_401(client: httpx.A
     unknown = await client.post("/api/auth/login", json={"email": "nobody@example.com", "password": PASSWORD})
 
     assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json() == {"detail": "Incorrect email or password."}
+    assert wrong.json() == unknown.json() == {"detail": "Incorrect email or password.", "code": "not_authenticated"}
 
 
 async def test_repeated_failures_from_one_address_are_refused_with_429(client: httpx.AsyncClient) -> None:
@@ -126,7 +133,7 @@ async def test_password_reset_email_token_works_once(
 
     assert requested.status_code == unknown.status_code == 202
     assert requested.json() == unknown.json()
-    mails = await wait_for_mail(mail_workers, "ada@example.com", count=2)  # welcome + reset
+    mails = await wait_for_mail(mail_workers, "ada@example.com", count=2)  # verification + reset
     [reset_mail] = [m for m in mails if m["Subject"] == "Reset your Job Platform password"]
     link = reset_mail.get_body(("plain",)).get_content().split("reset-password?token=")[1].split()[0]
     assert stack.primary is not None
@@ -143,7 +150,7 @@ async def test_password_reset_email_token_works_once(
 
     assert confirmed.status_code == 204
     assert reused.status_code == 400
-    assert reused.json() == {"detail": "This reset link is invalid, expired or already used."}
+    assert reused.json() == {"detail": "This reset link is invalid, expired or already used.", "code": "bad_request"}
     assert login.status_code == 200
     await asyncio.sleep(0.5)
     assert link not in stack.primary.psql("SELECT payload::text FROM task_records WHERE name LIKE '%reset%'")
@@ -180,4 +187,4 @@ async def test_a_lone_surrogate_in_the_body_is_a_422_not_a_500(client: httpx.Asy
     response = await client.post("/api/auth/login", content=body, headers={"Content-Type": "application/json"})
 
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "email"]
+    assert response.json()["errors"][0]["loc"] == ["body", "email"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from celery.signals import beat_init
+
 from backend_app.core import celery_app as celery_module
 from backend_app.core.celery_app import celery_app
 from backend_app.core.config import get_settings
@@ -30,6 +32,10 @@ def test_tasks_route_to_the_emails_queue() -> None:
 
 
 def test_beat_runs_the_cleanups() -> None:
+    # Beat reads the entries declared beside their tasks when it starts (`beat_init`).
+    from celery.apps.beat import Beat
+
+    beat_init.send(sender=Beat(app=celery_app))
     scheduled = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
     assert scheduled == {
         "backend_app.core.celery_tasks.cleanup_old_notifications",

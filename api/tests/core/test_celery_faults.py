@@ -11,7 +11,7 @@ import time
 
 import httpx
 
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.conftest import query
 from tests.processes import Worker, wait_until
 

@@ -89,6 +89,11 @@ def run_app_import(**environment: str) -> subprocess.CompletedProcess[str]:
         ("DATABASE_URL_READ", "not a url", "Invalid setting DATABASE_URL_READ: is not a database URL"),
         ("REDIS_URL", "http://localhost", "Invalid setting REDIS_URL: must start with redis://"),
         (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "localhost:4318",
+            "Invalid setting OTEL_EXPORTER_OTLP_ENDPOINT: must be an http:// or https:// URL",
+        ),
+        (
             "ENVIRONMENT",
             "staging",
             "Invalid setting ENVIRONMENT: Input should be 'development' or 'production'",
@@ -117,3 +122,17 @@ def test_production_refuses_a_missing_or_default_secret_key(secret: str) -> None
 def test_production_starts_with_a_private_secret_key() -> None:
     result = run_app_import(ENVIRONMENT="production", SECRET_KEY="a-long-private-value-from-the-vault")
     assert result.returncode == 0, result.stderr
+
+
+def test_argon2_below_owasps_minimum_stops_start_up() -> None:
+    result = run_app_import(ARGON2_MEMORY_KIB="8192", ARGON2_TIME_COST="2")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "below OWASP's minimum for argon2id" in result.stderr
+
+
+@pytest.mark.parametrize(("memory", "passes"), [("7168", "5"), ("19456", "2"), ("47104", "1")])
+def test_argon2_at_owasps_minimum_configurations_is_accepted(memory: str, passes: str) -> None:
+    settings = settings_from(ARGON2_MEMORY_KIB=memory, ARGON2_TIME_COST=passes)
+    assert (settings.argon2_memory_kib, settings.argon2_time_cost) == (int(memory), int(passes))

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from backend_app.core.celery_app import celery_app
-from backend_app.devstack import LocalStack, free_port
+from devtools.devstack import LocalStack, free_port
 from tests.processes import API_DIR, BIN_DIR, Worker, wait_until
 
 LOGIN = ("operator", "flower-s3cret")

@@ -34,9 +34,10 @@ from backend_app.core.read_replica import (
     get_read_replica_pool_status,
     parse_lsn,
 )
-from backend_app.devstack import LocalStack
 from backend_app.main import create_app
 from backend_app.users.models import User, UserRole
+from devtools.devstack import LocalStack
+from tests.conftest import PROBE
 
 
 class NewUser(BaseModel):
@@ -150,7 +151,7 @@ async def test_write_session_rolls_back_when_the_route_fails(
     response = await probe_client.post("/probe/users", json={"username": "ghost", "fail_after_insert": True})
 
     assert response.status_code == 409
-    assert response.json() == {"detail": "rejected after the insert"}
+    assert response.json() == {"detail": "rejected after the insert", "code": "conflict"}
     assert POSITION_HEADER not in response.headers
     assert stack.primary is not None
     assert stack.primary.psql("SELECT count(*) FROM users") == "0"
@@ -311,7 +312,7 @@ async def test_primary_outage_keeps_reads_and_refuses_writes_until_it_returns(
         # This client's last write is on the replicas: read-your-writes holds without the primary.
         reads = [await client.get(f"/probe/users/{created.json()['id']}") for _ in range(6)]
         write = await client.post("/probe/users", json={"username": "during"})
-        health = await client.get("/health/database")
+        health = await client.get("/health/database", headers=PROBE)
         liveness = await client.get("/health")
 
         assert [r.status_code for r in reads] == [200] * 6
@@ -459,3 +460,39 @@ async def test_replica_refusing_our_credentials_is_banned_and_reads_go_on(stack:
     assert report["in_rotation"] is False
     assert report["reachable"] is False
     assert "wrong-password" not in str(report)
+
+
+async def test_a_forged_read_position_is_ignored_and_the_read_stays_on_a_replica(
+    client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    """A position no write handed out (`FFFFFFFF/FFFFFFFF`) would send every read of that
+    client to the primary, outside its fallback limit; it reads as if none was sent."""
+    before = (await check_read_replica_health())["routing"]
+    for _ in range(3):
+        response = await client.get("/api/jobs", headers={POSITION_HEADER: "FFFFFFFF/FFFFFFFF"})
+        assert response.status_code == 200
+    after = (await check_read_replica_health())["routing"]
+    assert after["positions_ignored"] - before["positions_ignored"] == 3
+    assert after["primary_because_lag"] == before["primary_because_lag"]
+    assert after["replica"] - before["replica"] >= 3
+
+
+async def test_pooled_replica_connections_killed_on_the_server_fail_over_without_a_failed_read(
+    probe_client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    """Replica engines check no connection on checkout (no pre-ping): a pooled connection the
+    server dropped is found dead by the read's first statement, which runs again elsewhere."""
+    await until_both_replicas_serve(probe_client, stack)
+    # Fill both replica pools with idle connections, then drop them all on the servers' side.
+    await asyncio.gather(*(probe_client.get("/probe/slow?seconds=0.2") for _ in range(8)))
+    for replica in stack.replicas:
+        replica.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'backend_app' AND pid <> pg_backend_pid()"
+        )
+    before = (await check_read_replica_health())["routing"]
+
+    responses = [await probe_client.get("/probe/users/1") for _ in range(6)]
+
+    assert [r.status_code for r in responses] == [200] * 6
+    assert (await check_read_replica_health())["routing"]["failovers"] > before["failovers"]

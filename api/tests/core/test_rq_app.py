@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from backend_app.core import rq_app
-from backend_app.devstack import LocalStack, free_port
+from devtools.devstack import LocalStack, free_port
 from tests.processes import API_DIR
 
 

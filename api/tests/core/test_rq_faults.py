@@ -23,7 +23,7 @@ from rq.utils import utcformat
 from rq.worker import Worker as RQWorker
 
 from backend_app.core import rq_app
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.conftest import query
 from tests.processes import REPO_DIR, procfile_commands, procfile_environment, wait_until
 
@@ -200,6 +200,35 @@ async def test_a_work_horse_dies_with_its_killed_worker(
 
     # No orphan goes on transcoding beside the job's retry.
     await wait_until(lambda: not alive(horse), seconds=5, what="the horse to die with its worker")
+
+
+async def test_a_running_video_job_that_redis_lost_is_written_back_by_its_worker(
+    procfile: Callable[[str], ProcfileProcess], stack: LocalStack, test_task_tables: None
+) -> None:
+    assert stack.redis is not None
+    video = procfile("rq-video")
+    await wait_until(lambda: live_on("video_processing") == 1, what="the video worker")
+    job = enqueue_video_effect("kept", sleep=300)
+    await wait_until(lambda: query(stack, "SELECT count(*) FROM test_task_effects") == "1", what="the job to start")
+
+    stack.redis.stop()
+    stack.redis.start()  # the test Redis keeps nothing on disk: the running job is gone from it
+    assert not redis().exists(job.key)
+
+    # At its next heartbeat (every 30 s) the worker writes back what it runs, so the task
+    # reconciler sees a running job, not a lost one, and RQ's abandoned-job handling would
+    # find it if the worker died now.
+    await wait_until(lambda: redis().exists(job.key), seconds=45, what="the job written back")
+    assert job.get_status(refresh=True) == "started"
+    assert job.id in StartedJobRegistry(rq_app.VIDEO_QUEUE, connection=redis()).get_job_ids()
+    assert "wrote it back" in video.output()
+    assert query(stack, f"SELECT status, attempts FROM task_records WHERE id = '{job.id}'") == "started|1"
+
+    # A stop still hands it back to its queue, as without the loss.
+    assert video.stop_like_honcho() < HONCHO_GRACE_SECONDS
+    assert job.get_status(refresh=True) == "queued"
+    assert rq_app.get_queue(rq_app.VIDEO_QUEUE).job_ids == [job.id]
+    assert "Traceback" not in video.output()
 
 
 async def test_schedulers_and_workers_come_back_after_redis_restarts_without_its_data(

@@ -14,7 +14,7 @@ from rq.job import Job
 from rq.worker import Worker as RQWorker
 
 from backend_app.core import rq_app
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.conftest import query
 from tests.processes import Worker, rq_worker_of_class, wait_until
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import threading
+import time
 from pathlib import Path
+
+import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
 
 from backend_app.core.celery_app import celery_app
 from backend_app.core.config import get_settings
-from backend_app.devstack import LocalStack
 from backend_app.emails.service import build_message, render
+from devtools.devstack import LocalStack
 from tests.conftest import SmtpSink, wait_for_mail
 from tests.processes import celery_worker, wait_until
+from tests.run_async_calls import count_run_async
 
 WELCOME = "backend_app.core.celery_tasks.send_welcome_email"
 WELCOME_ARGS = {"user_email": "ada@example.com", "user_name": "Ada Lovelace", "username": "ada"}
@@ -209,3 +217,88 @@ async def test_a_delivery_another_attempt_is_sending_right_now_is_not_sent_twice
         lambda: task_field(stack, "welcome-busy", "status") == "succeeded", seconds=60, what="the attempt to end"
     )
     assert mail_workers.to("ada@example.com") == []
+
+
+def test_an_email_task_is_one_coroutine(
+    smtp_sink: SmtpSink, stack: LocalStack, worker_code_in_this_process: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend_app.emails import service
+
+    calls = count_run_async(monkeypatch, service)
+
+    result = service.deliver(
+        task_id="welcome-one-coroutine",
+        to_email="ada@example.com",
+        to_name="Ada Lovelace",
+        template="welcome",
+        context={"user_name": "Ada Lovelace", "username": "ada"},
+    )
+
+    assert result == {"template": "welcome", "sent": True}
+    assert len(calls) == 1, "claim, SMTP, hand-over note and settle in one run_async"
+    assert len(smtp_sink.to("ada@example.com")) == 1
+    assert stack.primary is not None
+    assert (
+        stack.primary.psql(
+            "SELECT status, handed_over_at IS NOT NULL FROM email_deliveries WHERE id = 'welcome-one-coroutine'"
+        )
+        == "sent|t"
+    )
+
+
+def test_an_interrupted_smtp_session_ends_at_once_without_a_body(
+    stack: LocalStack, worker_code_in_this_process: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's soft time limit while the SMTP server is slow to answer: the session in the
+    task's thread ends now (not after SMTP_TIMEOUT), and the row says nothing went out."""
+    from backend_app.emails import service
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    closed_after: list[float] = []
+
+    def accept_and_never_greet() -> None:
+        connection, _ = silent.accept()
+        accepted = time.monotonic()
+        connection.recv(1)  # b"" once the client has shut the connection
+        closed_after.append(time.monotonic() - accepted)
+        connection.close()
+
+    threading.Thread(target=accept_and_never_greet, daemon=True).start()
+    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SMTP_PORT", str(silent.getsockname()[1]))
+    monkeypatch.setenv("SMTP_USE_TLS", "false")
+    monkeypatch.setenv("SMTP_TIMEOUT", "20")
+    get_settings.cache_clear()
+
+    def soft_time_limit(signum: int, frame: object) -> None:
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_time_limit)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(SoftTimeLimitExceeded):
+            service.deliver(
+                task_id="welcome-interrupted",
+                to_email="ada@example.com",
+                to_name="Ada Lovelace",
+                template="welcome",
+                context={"user_name": "Ada Lovelace", "username": "ada"},
+            )
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        get_settings.cache_clear()
+    deadline = time.monotonic() + 5
+    while not closed_after and time.monotonic() < deadline:
+        time.sleep(0.05)
+    silent.close()
+
+    assert closed_after, "the server never saw the session end"
+    assert closed_after[0] < 3, "the session should end with the interruption, not after SMTP_TIMEOUT"
+    assert stack.primary is not None
+    assert (
+        stack.primary.psql(
+            "SELECT status, handed_over_at IS NULL FROM email_deliveries WHERE id = 'welcome-interrupted'"
+        )
+        == "sending|t"
+    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from backend_app.core.rq_app import get_redis
-from backend_app.devstack import LocalStack
 from backend_app.health.canary import check_canary, mark_canary_done
+from devtools.devstack import LocalStack
 
 
 def test_a_lost_canary_keeps_the_queue_not_consuming_until_one_comes_back(stack: LocalStack) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
+from tests.conftest import PROBE
 from tests.processes import Worker, celery_worker, rq_pool_size
 
 
@@ -18,7 +19,7 @@ async def queues_until(
 ) -> httpx.Response:
     deadline = time.monotonic() + seconds
     while True:
-        response = await client.get("/health/queues")
+        response = await client.get("/health/queues", headers=PROBE)
         if accept(response.json()):
             return response
         if time.monotonic() > deadline:
@@ -95,7 +96,7 @@ async def test_stopped_redis_is_degraded_while_the_outbox_still_accepts_work(
     assert stack.redis is not None
     stack.redis.stop()
 
-    response = await client.get("/health/queues")
+    response = await client.get("/health/queues", headers=PROBE)
 
     body = response.json()
     assert response.status_code == 200
@@ -111,7 +112,7 @@ async def test_redis_and_primary_down_is_unhealthy_503(client: httpx.AsyncClient
     stack.redis.stop()
     stack.primary.stop()
 
-    response = await client.get("/health/queues")
+    response = await client.get("/health/queues", headers=PROBE)
 
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "10"
@@ -130,7 +131,7 @@ async def test_overdue_retries_without_a_scheduler_are_reported(client: httpx.As
         datetime.now(UTC) - timedelta(minutes=1), "backend_app.core.rq_tasks.ping_job"
     )
 
-    body = (await client.get("/health/queues")).json()
+    body = (await client.get("/health/queues", headers=PROBE)).json()
 
     video = body["queues"]["video_processing"]
     assert (video["scheduler"], video["overdue_scheduled"]) == (None, 1)
@@ -154,11 +155,40 @@ async def test_tasks_recorded_as_waiting_but_missing_from_redis_are_reported(
         "  now() - interval '1 minute')"
     )
 
-    body = (await client.get("/health/queues")).json()
+    body = (await client.get("/health/queues", headers=PROBE)).json()
 
     assert body["queues"]["emails"]["missing_from_redis"] == 1
     assert body["queues"]["notifications"]["missing_from_redis"] == 1
     assert body["queues"]["analytics"]["missing_from_redis"] == 0
     assert (
-        "queue emails: 1 task(s) recorded as waiting are missing from Redis (being published again)" in body["problems"]
+        "queue emails: 1 task(s) recorded as waiting or running are missing from Redis (being published again)"
+        in body["problems"]
     )
+
+
+async def test_a_job_abandoned_by_a_dead_worker_is_counted_and_left_to_the_workers(
+    client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    from rq import Callback
+    from rq.registry import StartedJobRegistry
+
+    from backend_app.core import rq_app
+
+    # A video job whose worker was killed mid-run a while ago: its started-registry entry
+    # has expired and no worker's maintenance has failed it into its retries yet.
+    queue = rq_app.get_queue("video_processing")
+    job = queue.enqueue_call(
+        "backend_app.core.rq_tasks.ping_job", on_failure=Callback(rq_app.FAILURE_CALLBACK), job_id="abandoned"
+    )
+    redis = rq_app.get_redis()
+    redis.lrem(queue.key, 0, job.id)
+    job.set_status("started")
+    registry = StartedJobRegistry(queue=queue)
+    redis.zadd(registry.key, {f"{job.id}:execution-of-a-dead-worker": time.time() - 60})
+
+    response = await client.get("/health/queues", headers=PROBE)
+
+    assert response.status_code == 200, response.text
+    # Failing it into its retries (and running its failure callback) is the workers' job.
+    assert registry.get_job_count(cleanup=False) == 1
+    assert job.get_status(refresh=True) == "started"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.accounts import sign_up
 
 
@@ -59,15 +59,16 @@ async def test_email_preference_off_records_no_message_email(client: httpx.Async
     assert stack.primary.psql("SELECT count(*) FROM task_records WHERE name LIKE '%message_notification_email'") == "0"
 
 
-async def test_bad_recipients_are_422(client: httpx.AsyncClient) -> None:
+async def test_bad_recipients_are_refused(client: httpx.AsyncClient) -> None:
     ada_id, ada = await sign_up(client, "ada")
 
     to_self = await client.post("/api/messages", json={"recipient_id": ada_id, "body": "me"}, headers=ada)
     to_nobody = await client.post("/api/messages", json={"recipient_id": 999999, "body": "hello"}, headers=ada)
 
-    assert to_self.status_code == 422
-    assert to_self.json() == {"detail": "You cannot message yourself."}
-    assert to_nobody.json() == {"detail": "No such recipient."}
+    assert to_self.status_code == 403
+    assert to_self.json() == {"detail": "You cannot message yourself.", "code": "forbidden"}
+    assert to_nobody.status_code == 404
+    assert to_nobody.json() == {"detail": "No such recipient.", "code": "not_found"}
 
 
 async def test_an_id_beyond_bigint_is_422_not_500(client: httpx.AsyncClient) -> None:
@@ -76,4 +77,23 @@ async def test_an_id_beyond_bigint_is_422_not_500(client: httpx.AsyncClient) -> 
     response = await client.get("/api/messages/99999999999999999999", headers=ada)
 
     assert response.status_code == 422
-    assert response.json() == {"detail": "A value in the request is out of range or malformed."}
+    assert response.json()["errors"][0]["loc"] == ["path", "other_user_id"]
+
+
+async def test_an_unconfirmed_account_cannot_send_but_can_read(client: httpx.AsyncClient, stack: LocalStack) -> None:
+    from backend_app.auth.dependencies import EMAIL_NOT_VERIFIED
+
+    ada_id, ada = await sign_up(client, "ada")
+    bob_id, bob = await sign_up(client, "bob", verified=False)
+    await client.post("/api/messages", json={"recipient_id": bob_id, "body": "Welcome"}, headers=ada)
+    stack.wait_for_replicas()
+
+    refused = await client.post("/api/messages", json={"recipient_id": ada_id, "body": "Hi"}, headers=bob)
+    threads = await client.get("/api/messages", headers=bob)
+
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == EMAIL_NOT_VERIFIED
+    assert threads.status_code == 200
+    assert threads.json()["total"] == 1
+    assert stack.primary is not None
+    assert stack.primary.psql(f"SELECT count(*) FROM messages WHERE sender_id = {bob_id}") == "0"

@@ -17,9 +17,9 @@ from rq.job import Job
 
 from backend_app.core import rq_app
 from backend_app.core.config import get_settings
-from backend_app.devstack import LocalStack, free_port
 from backend_app.notifications.push import OneSignalProvider, Push, Target, WebhookProvider
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
+from devtools.devstack import LocalStack, free_port
 from tests.accounts import sign_up
 from tests.processes import Worker, relay, rq_worker, rq_worker_of_class, wait_until
 
@@ -314,7 +314,7 @@ async def test_follow_rules(client: httpx.AsyncClient, stack: LocalStack) -> Non
     anonymous = await client.post(f"/api/users/{ada_id}/follow")
 
     assert myself.status_code == 400
-    assert myself.json() == {"detail": "You cannot follow yourself."}
+    assert myself.json() == {"detail": "You cannot follow yourself.", "code": "bad_request"}
     assert nobody.status_code == 404
     assert anonymous.status_code == 401
 

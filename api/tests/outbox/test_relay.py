@@ -13,8 +13,8 @@ from kombu import exceptions as kombu_errors
 from redis import exceptions as redis_errors
 
 from backend_app.core.config import Settings
-from backend_app.devstack import LocalStack
 from backend_app.outbox.relay import is_broker_error, is_permanent_publish_error
+from devtools.devstack import LocalStack
 from tests.conftest import query
 from tests.processes import Worker, relay, wait_until
 

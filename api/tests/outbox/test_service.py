@@ -7,9 +7,10 @@ import pytest
 from fastapi import FastAPI
 
 from backend_app.core.read_replica import get_database_router
-from backend_app.devstack import LocalStack
+from backend_app.outbox import repository as outbox_repository
 from backend_app.outbox import service as outbox
 from backend_app.tasks.models import TaskBackend
+from devtools.devstack import LocalStack
 
 
 async def test_committed_write_leaves_a_pending_task_and_an_outbox_row(
@@ -37,7 +38,7 @@ async def test_same_idempotency_key_records_the_task_once(app: FastAPI, stack: L
     router = get_database_router()
     for _ in range(2):
         async with router.write_session() as session:
-            task_id = await outbox.add(
+            task_id = await outbox.add_named(
                 session=session,
                 backend=TaskBackend.rq,
                 queue="analytics",
@@ -54,4 +55,58 @@ async def test_same_idempotency_key_records_the_task_once(app: FastAPI, stack: L
 async def test_unknown_queue_is_refused(app: FastAPI) -> None:
     async with get_database_router().write_session() as session:
         with pytest.raises(ValueError, match="'emails' is not a rq queue"):
-            await outbox.add(session=session, backend=TaskBackend.rq, queue="emails", task="x.y")
+            await outbox.add_named(session=session, backend=TaskBackend.rq, queue="emails", task="x.y")
+
+
+async def test_a_task_recorded_in_a_request_keeps_its_id_in_both_rows(
+    probe_client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    response = await probe_client.post(
+        "/probe/tasks", json={"backend": "rq", "key": "traced"}, headers={"X-Request-ID": "trace-me-9"}
+    )
+
+    task_id = response.json()["task_id"]
+    assert stack.primary is not None
+    assert stack.primary.psql(f"SELECT request_id FROM task_records WHERE id = '{task_id}'") == "trace-me-9"
+    assert stack.primary.psql(f"SELECT request_id FROM outbox_messages WHERE task_id = '{task_id}'") == "trace-me-9"
+
+
+async def test_the_longest_request_id_the_api_accepts_fits(probe_client: httpx.AsyncClient, stack: LocalStack) -> None:
+    longest = "r" * 128
+    response = await probe_client.post(
+        "/probe/tasks", json={"backend": "celery", "key": "long"}, headers={"X-Request-ID": longest}
+    )
+
+    assert response.status_code == 201, response.text
+    assert stack.primary is not None
+    assert stack.primary.psql("SELECT request_id FROM outbox_messages") == longest
+
+
+async def test_a_task_recorded_outside_a_request_has_no_request_id(app: FastAPI, stack: LocalStack) -> None:
+    async with get_database_router().write_session() as session:
+        await outbox.add_named(
+            session=session, backend=TaskBackend.rq, queue="analytics", task="tests.worker_tasks.record_effect_job"
+        )
+
+    assert stack.primary is not None
+    assert stack.primary.psql("SELECT count(*) FROM task_records WHERE request_id IS NULL") == "1"
+    assert stack.primary.psql("SELECT count(*) FROM outbox_messages WHERE request_id IS NULL") == "1"
+
+
+async def test_a_task_published_again_keeps_the_request_id_it_was_recorded_with(
+    probe_client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    """A requeue or the reconciler's republish adds an outbox row: it names the first request,
+    so the new attempt's log lines still lead back to it."""
+    response = await probe_client.post(
+        "/probe/tasks", json={"backend": "celery", "key": "again"}, headers={"X-Request-ID": "first-request"}
+    )
+    task_id = response.json()["task_id"]
+
+    async with get_database_router().write_session() as session:
+        await outbox_repository.add_message(session, task_id)
+
+    assert stack.primary is not None
+    assert stack.primary.psql(
+        f"SELECT string_agg(coalesce(request_id, 'NULL'), ',') FROM outbox_messages WHERE task_id = '{task_id}'"
+    ) == ("first-request,first-request")

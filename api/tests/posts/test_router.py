@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.accounts import sign_up
 
 
@@ -75,4 +75,61 @@ async def test_comments_are_listed_and_notify_the_author(client: httpx.AsyncClie
     assert stack.primary is not None
     assert "First!" in stack.primary.psql(
         "SELECT payload->'kwargs'->>'comment_preview' FROM task_records WHERE name LIKE '%comment%'"
+    )
+
+
+async def test_only_the_author_deletes_a_post_and_its_comments_and_likes_go_with_it(
+    client: httpx.AsyncClient, stack: LocalStack
+) -> None:
+    _, ada = await sign_up(client, "ada")
+    _, bob = await sign_up(client, "bob")
+    post = (await client.post("/api/posts", json={"body": "Short-lived"}, headers=bob)).json()
+    kept = (await client.post("/api/posts", json={"body": "Stays"}, headers=bob)).json()
+    for target in (post, kept):
+        await client.post(f"/api/posts/{target['id']}/like", headers=ada)
+        await client.post(f"/api/posts/{target['id']}/comments", json={"body": "Nice"}, headers=ada)
+
+    by_other = await client.delete(f"/api/posts/{post['id']}", headers=ada)
+    deleted = await client.delete(f"/api/posts/{post['id']}", headers=bob)
+    again = await client.delete(f"/api/posts/{post['id']}", headers=bob)
+    anonymous = await client.delete(f"/api/posts/{kept['id']}")
+    stack.wait_for_replicas()
+    comments = await client.get(f"/api/posts/{post['id']}/comments", headers=ada)
+    like = await client.post(f"/api/posts/{post['id']}/like", headers=ada)
+    feed = (await client.get("/api/posts", headers=bob)).json()
+
+    assert by_other.status_code == 403
+    assert by_other.json()["detail"] == "Only the author can delete this post."
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    assert again.status_code == comments.status_code == like.status_code == 404
+    assert anonymous.status_code == 401
+    assert [(p["id"], p["like_count"], p["comment_count"]) for p in feed["items"]] == [(kept["id"], 1, 1)]
+    assert stack.primary is not None
+    assert stack.primary.psql(f"SELECT count(*) FROM comments WHERE post_id = {post['id']}") == "0"
+    assert stack.primary.psql(f"SELECT count(*) FROM post_likes WHERE post_id = {post['id']}") == "0"
+
+
+async def test_unlike_is_idempotent_and_the_count_follows(client: httpx.AsyncClient, stack: LocalStack) -> None:
+    _, ada = await sign_up(client, "ada")
+    _, bob = await sign_up(client, "bob")
+    _, eve = await sign_up(client, "eve")
+    post = (await client.post("/api/posts", json={"body": "Like me, then don't"}, headers=bob)).json()
+    await client.post(f"/api/posts/{post['id']}/like", headers=ada)
+    await client.post(f"/api/posts/{post['id']}/like", headers=eve)
+
+    unliked = await client.delete(f"/api/posts/{post['id']}/like", headers=ada)
+    unliked_again = await client.delete(f"/api/posts/{post['id']}/like", headers=ada)
+    never_liked = await client.delete(f"/api/posts/{post['id']}/like", headers=bob)
+    missing = await client.delete("/api/posts/999999/like", headers=ada)
+    stack.wait_for_replicas()
+    after_unlike = (await client.get("/api/posts", headers=bob)).json()["items"][0]["like_count"]
+    liked_again = await client.post(f"/api/posts/{post['id']}/like", headers=ada)
+
+    assert unliked.status_code == unliked_again.status_code == never_liked.status_code == 204
+    assert missing.status_code == 404
+    assert after_unlike == 1
+    assert liked_again.json() == {"liked": True, "like_count": 2}
+    assert recorded_tasks(stack).count("send_new_like_notification_job") == 2, (
+        "one notification per liker: liking again after unliking notifies nobody again"
     )

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from backend_app.core.config import Settings
 from backend_app.core.read_replica import get_database_router
 from backend_app.core.rq_app import get_redis
-from backend_app.devstack import LocalStack
 from backend_app.tasks.reconcile import Reconciler
+from devtools.devstack import LocalStack
 from tests.conftest import query
 from tests.processes import Worker, celery_worker, rq_worker, wait_until
 from tests.tasks.test_tracking import record, status_of
@@ -116,4 +116,52 @@ async def test_a_task_whose_message_keeps_vanishing_ends_dead(
     assert await check_twice(settings) == ["vanishing"]
 
     assert query(stack, "SELECT status FROM task_records WHERE id = 'vanishing'") == "dead"
+    assert query(stack, "SELECT count(*) FROM outbox_messages") == "0"
+
+
+async def test_a_started_task_whose_job_redis_lost_is_published_again_once_no_worker_wrote_it_back(
+    app: FastAPI, settings: Settings, stack: LocalStack
+) -> None:
+    # A video job started 10 s ago (past the grace, far within its 30-minute limit) by a
+    # worker that was then killed, and Redis lost its data: nothing in Redis says it runs.
+    query(
+        stack,
+        "INSERT INTO task_records (id, backend, queue, name, payload, status, attempts, started_at, updated_at)"
+        " VALUES ('stranded', 'rq', 'video_processing', 'backend_app.core.rq_tasks.ping_job', '{}', 'started', 1,"
+        "         now() - interval '10 seconds', now() - interval '10 seconds')",
+    )
+    reconciler = Reconciler(settings)
+    reconciler.running_task_confirm_seconds = 2.0  # two heartbeats of a running job (60 s deployed)
+
+    async def check() -> list[str]:
+        async with get_database_router().write_session() as session:
+            return [candidate.task_id for candidate in await reconciler.check(session, get_redis())]
+
+    # A live worker would write its running job back within two heartbeats: not yet lost.
+    assert await check() == []
+    assert await check() == []
+    assert query(stack, "SELECT count(*) FROM outbox_messages") == "0"
+
+    await asyncio.sleep(2.0)
+    assert await check() == ["stranded"]
+    assert query(stack, "SELECT task_id FROM outbox_messages WHERE sent_at IS NULL") == "stranded"
+    assert query(stack, "SELECT attempts FROM task_records WHERE id = 'stranded'") == "2"
+
+
+async def test_a_started_task_whose_job_is_running_in_redis_is_left_alone(
+    app: FastAPI, settings: Settings, stack: LocalStack
+) -> None:
+    query(
+        stack,
+        "INSERT INTO task_records (id, backend, queue, name, payload, status, attempts, started_at, updated_at)"
+        " VALUES ('transcoding', 'rq', 'video_processing', 'backend_app.core.rq_tasks.ping_job', '{}', 'started', 1,"
+        "         now() - interval '10 minutes', now() - interval '10 minutes')",
+    )
+    get_redis().hset("rq:job:transcoding", mapping={"status": "started"})
+    reconciler = Reconciler(settings)
+    reconciler.running_task_confirm_seconds = 0.0
+
+    for _ in range(3):
+        async with get_database_router().write_session() as session:
+            assert await reconciler.check(session, get_redis()) == []
     assert query(stack, "SELECT count(*) FROM outbox_messages") == "0"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.probe_routes import probe
 from tests.processes import Worker, celery_worker, relay, wait_until
 
@@ -90,8 +90,8 @@ async def test_unknown_task_is_404_and_others_tasks_look_unknown(
     by_admin = await api.get(f"/api/tasks/{task_id}", headers=bearer(admin_token))
     by_owner = await api.get(f"/api/tasks/{task_id}", headers=bearer(owner_token))
 
-    assert (unknown.status_code, unknown.json()) == (404, {"detail": "No such task."})
-    assert (hidden.status_code, hidden.json()) == (404, {"detail": "No such task."})
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "No such task.", "code": "not_found"})
+    assert (hidden.status_code, hidden.json()) == (404, {"detail": "No such task.", "code": "not_found"})
     assert by_admin.status_code == 200
     assert by_owner.json()["status"] == "pending"
 
@@ -104,6 +104,7 @@ async def test_task_api_needs_a_valid_token(api: httpx.AsyncClient, make_user: M
     assert missing.headers["WWW-Authenticate"] == "Bearer"
     assert forged.status_code == 401
     assert "invalid or has expired" in forged.json()["detail"]
+    assert forged.json()["code"] == "invalid_token"
 
 
 async def test_cancel_a_pending_task_and_the_relay_never_publishes_it(
@@ -183,7 +184,7 @@ async def test_queue_stats_for_operators(api: httpx.AsyncClient, stack: LocalSta
     assert body["oldest_waiting_seconds"] >= 0
     assert (body["started"], body["failed"], body["dead"]) == (0, 0, 0)
     assert unknown.status_code == 404
-    assert unknown.json() == {"detail": "No queue named 'nope'."}
+    assert unknown.json() == {"detail": "No queue named 'nope'.", "code": "not_found"}
     assert not_admin.status_code == 403
 
 

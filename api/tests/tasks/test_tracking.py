@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.conftest import query
 from tests.processes import Worker, celery_worker, rq_video_worker, wait_until
 
@@ -150,7 +150,7 @@ async def test_a_task_redelivered_past_the_attempt_limit_is_dead_not_run_again(
 
 
 async def test_tasks_left_started_by_a_vanished_worker_are_swept_to_dead(app: object, stack: LocalStack) -> None:
-    from backend_app.core.celery_tasks import _expire_stalled_tasks
+    from backend_app.tasks.tasks import expire_stalled
 
     query(
         stack,
@@ -159,7 +159,7 @@ async def test_tasks_left_started_by_a_vanished_worker_are_swept_to_dead(app: ob
         " ('running', 'rq', 'video_processing', 'x.y', '{}', 'started', now() - interval '40 minutes')",
     )
 
-    expired = await _expire_stalled_tasks()
+    expired = await expire_stalled()
 
     assert expired == ["stalled"]
     assert status_of(stack, "stalled") == "dead"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 
 
 async def register(client: httpx.AsyncClient, username: str, first: str, last: str) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import av
@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from backend_app.core.config import get_settings
-from backend_app.devstack import LocalStack
+from devtools.devstack import LocalStack
 from tests.accounts import sign_up
 from tests.processes import relay, rq_video_worker
 from tests.videos.clips import make_clip
@@ -173,7 +173,11 @@ async def test_empty_and_missing_files_are_422(client: httpx.AsyncClient) -> Non
     )
 
     assert empty.status_code == 422
-    assert empty.json() == {"detail": "The uploaded file is empty."}
+    assert empty.json() == {
+        "detail": "The request is invalid.",
+        "code": "validation_failed",
+        "errors": [{"type": "value_error", "loc": ["body", "file"], "msg": "The uploaded file is empty."}],
+    }
     assert missing.status_code == 422
     assert bad_quality.status_code == 422
     assert uploads() == before
@@ -207,3 +211,99 @@ async def test_someone_elses_video_is_404(client: httpx.AsyncClient, clip: Path,
 
     assert (await client.get(f"/api/videos/{accepted['video_id']}", headers=bob)).status_code == 404
     assert (await client.get(f"/api/videos/{accepted['video_id']}", headers=ada)).status_code == 200
+
+
+# A 1x1 GIF: FFmpeg reads it as a one-frame "video" stream.
+ONE_PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+async def test_a_picture_is_not_a_video(client: httpx.AsyncClient) -> None:
+    _, ada = await sign_up(client, "ada")
+    before = uploads()
+
+    response = await client.post(
+        "/api/videos/upload", files={"file": ("pixel.mp4", ONE_PIXEL_GIF, "video/mp4")}, headers=ada
+    )
+
+    assert response.status_code == 415
+    assert response.json() == {"detail": "Not a video: a picture (gif), not a video", "code": "unsupported_media_type"}
+    assert uploads() == before
+
+
+async def test_an_upload_that_stops_sending_is_cut_off_with_408_and_nothing_is_kept(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    _, ada = await sign_up(client, "ada")
+    before = uploads()
+    monkeypatch.setenv("VIDEO_UPLOAD_IDLE_TIMEOUT_SECONDS", "0.5")
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
+    never = asyncio.Event()
+
+    async def stalling_body() -> AsyncIterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n' + b"\0" * 100
+        await never.wait()
+
+    started = time.monotonic()
+    response = await client.post(
+        "/api/videos/upload",
+        content=stalling_body(),
+        headers={**ada, "Content-Type": "multipart/form-data; boundary=b", "Content-Length": "100000"},
+    )
+
+    assert response.status_code == 408
+    assert response.json() == {
+        "detail": "Nothing arrived for 0.5 seconds; send the upload again.",
+        "code": "request_timeout",
+    }
+    assert response.headers["Connection"] == "close"
+    assert time.monotonic() - started < 5
+    assert uploads() == before
+
+
+async def test_uploads_go_on_without_redis(client: httpx.AsyncClient, stack: LocalStack, clip: Path) -> None:
+    """The per-user limit fails open: a Redis outage is no upload outage."""
+    _, ada = await sign_up(client, "ada")
+    assert stack.redis is not None
+    stack.redis.stop()
+
+    with clip.open("rb") as file:
+        response = await client.post("/api/videos/upload", files={"file": ("a.mp4", file)}, headers=ada)
+
+    assert response.status_code == 202, response.text
+
+
+async def test_an_account_deleted_since_its_token_was_issued_cannot_upload(
+    client: httpx.AsyncClient, stack: LocalStack, clip: Path
+) -> None:
+    ada_id, ada = await sign_up(client, "ada")
+    assert stack.primary is not None
+    stack.primary.psql(f"DELETE FROM users WHERE id = {ada_id}")
+    before = uploads()
+
+    with clip.open("rb") as file:
+        response = await client.post("/api/videos/upload", files={"file": ("a.mp4", file)}, headers=ada)
+
+    assert response.status_code == 401
+    assert uploads() == before
+    assert stack.primary.psql("SELECT count(*) FROM videos") == "0"
+
+
+async def test_the_upload_answer_carries_its_write_position(
+    client: httpx.AsyncClient, stack: LocalStack, clip: Path
+) -> None:
+    """The session opens after the body is in, and still hands back read-your-writes."""
+    _, ada = await sign_up(client, "ada")
+
+    with clip.open("rb") as file:
+        response = await client.post("/api/videos/upload", files={"file": ("a.mp4", file)}, headers=ada)
+
+    assert response.status_code == 202
+    position = response.headers["X-DB-Position"]
+    assert response.cookies.get("db_position") == position
+    # Read straight after, with the position: the replica waits for (or yields to) the write.
+    video = await client.get(f"/api/videos/{response.json()['video_id']}", headers={**ada, "X-DB-Position": position})
+    assert video.status_code == 200

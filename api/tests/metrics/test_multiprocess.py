@@ -1,0 +1,95 @@
+"""The Procfile's web line with WEB_CONCURRENCY=2 and no PROMETHEUS_MULTIPROC_DIR: whichever
+worker answers a scrape reports both workers' requests, and a dead worker's count is kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from devtools.devstack import LocalStack
+from tests.conftest import PROBE
+from tests.metrics.scrape import value
+from tests.processes import wait_until, web_server
+
+HEALTH = {"method": "GET", "route": "/health", "status": "200"}
+# Fresh connections until both workers have answered; the kernel spreads them quickly.
+MAX_REQUESTS = 400
+
+
+def health_count_of(directory: Path, pid: int) -> float:
+    """The /health requests one worker process has written to the shared directory."""
+    counters = directory / f"counter_{pid}.db"
+    if not counters.exists():
+        return 0.0
+    for metric in MultiProcessCollector.merge([str(counters)]):
+        for sample in metric.samples:
+            if sample.name == "jobplatform_http_requests_total" and sample.labels == HEALTH:
+                return sample.value
+    return 0.0
+
+
+def server_directory(server_pid: int) -> Path:
+    """The private directory the server's workers share (named after the server's pid)."""
+    (directory,) = Path(tempfile.gettempdir()).glob(f"jobplatform-metrics-{server_pid}-*")
+    return directory
+
+
+def app_processes(directory: Path) -> set[int]:
+    """The pids of the app's processes that are or were running: each makes its
+    requests-in-flight gauge at start."""
+    return {int(path.stem.rsplit("_", 1)[1]) for path in directory.glob("gauge_livesum_*.db")}
+
+
+async def scraped_health_count(base_url: str) -> float:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        answer = await client.get("/metrics", headers=PROBE)
+    assert answer.status_code == 200, answer.text
+    return value(answer.text, "jobplatform_http_requests_total", **HEALTH)
+
+
+async def test_two_workers_give_one_combined_count(
+    stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As out of the box: the server makes its own directory (this test process may have set one).
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    server, base_url = web_server(tmp_path, env={"WEB_CONCURRENCY": "2"})
+    server.start()
+    try:
+        await wait_until(
+            lambda: server.output().count("Application startup complete") >= 2, what="both workers started"
+        )
+        assert server.process is not None
+        directory = server_directory(server.process.pid)
+        # Not server.children(): the supervisor has a resource tracker child too.
+        workers = sorted(app_processes(directory))
+        assert len(workers) == 2, server.output()
+
+        # The readiness probe's requests to /health are counted too.
+        expected = await scraped_health_count(base_url)
+        sent = 0
+        while min(health_count_of(directory, pid) for pid in workers) == 0 and sent < MAX_REQUESTS:
+            # A new connection each time, so the kernel hands them to either process.
+            async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+                assert (await client.get("/health")).status_code == 200
+            sent += 1
+        assert min(health_count_of(directory, pid) for pid in workers) > 0, f"one worker answered all {sent}"
+        expected += sent
+        assert sum(health_count_of(directory, pid) for pid in workers) == expected
+
+        # Every scrape, whichever worker answers it, counts every request of both.
+        assert [await scraped_health_count(base_url) for _ in range(6)] == [expected] * 6
+
+        os.kill(workers[0], signal.SIGKILL)
+        await wait_until(lambda: app_processes(directory) - set(workers), seconds=30, what="the dead worker replaced")
+        # The dead worker's requests still count; its live gauges (in flight, pools) are forgotten.
+        assert await scraped_health_count(base_url) == expected
+        assert workers[0] not in app_processes(directory)
+        assert health_count_of(directory, workers[0]) > 0
+    finally:
+        server.stop()
