@@ -42,7 +42,7 @@ async def test_two_api_processes_keep_read_your_writes_and_replace_a_dead_one(
                     "role": "employer",
                 },
             )
-            assert registered.status_code == 201, registered.text
+            assert registered.status_code == 201, f"{registered.text}\n{server.output()}"
             verify_directly(registered.json()["id"])
             login = await client.post("/api/auth/login", json={"email": "multi@example.com", "password": PASSWORD})
             headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
@@ -56,7 +56,7 @@ async def test_two_api_processes_keep_read_your_writes_and_replace_a_dead_one(
                     json={"title": "Night shift", "description": "Two processes, one truth", "location": "Oslo"},
                     headers=headers,
                 )
-            assert posted.status_code == 201, posted.text
+            assert posted.status_code == 201, f"{posted.text}\n{server.output()}"
             position = {"X-DB-Position": posted.headers["x-db-position"]}
             async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
                 unaware = await client.get(f"/api/jobs/{posted.json()['id']}")
