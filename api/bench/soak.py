@@ -304,6 +304,7 @@ class SoakReport:
             f"DUPLICATED          {self.duplicated}  "
             + ", ".join(f"{k} {n}" for k, n in sorted({**v.duplicated, **v.unexpected}.items())),
             f"STUCK               {self.stuck}",
+            f"push replays        {v.push_replays}  (a delivered push's Idempotency-Key again: not delivered twice)",
             f"failed/dead tasks   {v.failed_tasks}",
             f"drain               {self.drain_seconds:.0f} s",
             "process exits       "

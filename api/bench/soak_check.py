@@ -32,6 +32,7 @@ class Verdict:
     task_statuses: Counter[str] = field(default_factory=Counter)
     tasks: int = 0
     outbox_unpublished: int = 0
+    push_replays: int = 0  # pushes sent again with a delivered push's key (the endpoint kept one)
     problems: list[str] = field(default_factory=list)  # one line per lost/duplicated/stuck item (capped)
     not_finished: list[dict[str, Any]] = field(default_factory=list)
 
@@ -192,6 +193,7 @@ def check(psql: Callable[[str], str], ledger: Ledger, inbox: SmtpInbox, pushes: 
         stored[(n["type"], n["user_id"], _canon(n["data"]), body_key)] += 1
     pushed: Counter[tuple[str, str, str]] = Counter()
     pushed_by_device: dict[tuple[str, str], set[str]] = {}
+    verdict.push_replays = pushes.replays
     for p in pushes.snapshot():
         pushed[(p.token, p.data, p.body)] += 1
         pushed_by_device.setdefault((p.token, p.data), set()).add(p.body)

@@ -84,11 +84,18 @@ class ReceivedPush:
 
 
 class PushEndpoint:
-    """`POST /push` with the webhook provider's JSON; answers 200 and keeps each push."""
+    """`POST /push` with the webhook provider's JSON; answers 200 and keeps each push.
+
+    Like a provider that honours the `Idempotency-Key` header, a repeat of a key already
+    delivered is answered 200 and not delivered again (counted in `replays`): a worker killed
+    after a push was taken and before it was recorded sends it again with the same key.
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.pushes: list[ReceivedPush] = []
+        self.delivered_keys: set[str] = set()
+        self.replays = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -130,8 +137,14 @@ class PushEndpoint:
                     self.send_response(404)
                     self.end_headers()
                     return
+                key = self.headers.get("Idempotency-Key")
                 with endpoint._lock:
-                    endpoint.pushes.append(push)
+                    if key is not None and key in endpoint.delivered_keys:
+                        endpoint.replays += 1
+                    else:
+                        endpoint.pushes.append(push)
+                        if key is not None:
+                            endpoint.delivered_keys.add(key)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()

@@ -10,11 +10,21 @@
 - `fcm`: Firebase Cloud Messaging HTTP v1 (`POST {FCM_API_URL}/v1/projects/{project}/messages:send`)
   with an OAuth2 token minted from the service-account file FCM_CREDENTIALS_FILE by
   google-auth; `UNREGISTERED` (404) and an invalid registration token (400) are invalid.
+
+Each push carries its notification's key, so that a provider that deduplicates can tell a
+repeat from a new push. A job can be stopped after the provider took a push and before the
+notification is marked pushed (its worker SIGKILLed, the machine gone); the job runs again
+and sends that push again. The webhook sends an `Idempotency-Key` header per device (the IETF
+httpapi draft; a receiver that honours it delivers the push once) and OneSignal an
+`idempotency_key` (a UUID it remembers for 30 days). FCM's HTTP v1 API has no such key: there
+a push can, in that one case, arrive twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -33,6 +43,19 @@ class Push:
     title: str
     body: str
     data: dict[str, Any] = field(default_factory=dict)
+    # Names the notification across its job's attempts ("notification-<id>"): the provider's
+    # idempotency key is made from it.
+    key: str = ""
+
+    def key_for_device(self, token: str) -> str:
+        """The key of this push to one device. The token is hashed: device tokens are
+        credentials, and idempotency keys end up in proxies' and providers' logs."""
+        return f"{self.key}-{hashlib.sha256(token.encode()).hexdigest()[:16]}"
+
+    def key_for_devices(self, tokens: list[str]) -> str:
+        """One UUID for this push to these devices (OneSignal wants a UUID): the same on every
+        attempt, another for another set of devices (a retry that leaves some out)."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"jobplatform:{self.key}:{','.join(sorted(tokens))}"))
 
 
 @dataclass(frozen=True)
@@ -79,9 +102,12 @@ class WebhookProvider:
         self.client = client
 
     def send(self, targets: list[Target], push: Push, reached: set[str]) -> set[str]:
-        headers = {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
+        authorization = {"Authorization": f"Bearer {self.secret}"} if self.secret else {}
 
         def deliver(target: Target) -> bool:
+            headers = (
+                {**authorization, "Idempotency-Key": push.key_for_device(target.token)} if push.key else authorization
+            )
             payload = {
                 "token": target.token,
                 "platform": target.platform,
@@ -116,6 +142,8 @@ class OneSignalProvider:
             "contents": {"en": push.body},
             "data": push.data,
         }
+        if push.key:
+            payload["idempotency_key"] = push.key_for_devices([t.token for t in targets])
         try:
             response = self.client.post(self.url, json=payload, headers={"Authorization": f"Basic {self.api_key}"})
         except httpx.TransportError as error:

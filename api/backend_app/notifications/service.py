@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, copy_context
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec
 
@@ -173,7 +173,13 @@ _stored_in_advance: ContextVar[dict[str, tuple[int, list[Target]]] | None] = Con
 async def _store_many(notices: dict[str, Notice]) -> dict[str, tuple[int, list[Target]]]:
     pushes = {task_id: notice.as_push() for task_id, notice in notices.items()}
     rows = {
-        task_id: {"user_id": notice.user_id, "type": notice.type, **vars(pushes[task_id])}
+        task_id: {
+            "user_id": notice.user_id,
+            "type": notice.type,
+            "title": pushes[task_id].title,
+            "body": pushes[task_id].body,
+            "data": pushes[task_id].data,
+        }
         for task_id, notice in notices.items()
     }
     async with get_database_router().write_session() as session:
@@ -261,6 +267,8 @@ async def _notify(
         notification_id, targets = prepared.pop(task_id)
     else:
         notification_id, targets = await _store(task_id, notice.user_id, notice.type, push)
+    # The notification row is one per task, so its id names the push on every attempt.
+    push = replace(push, key=f"notification-{notification_id}")
     if not targets:
         return {"notification_id": notification_id, "pushed": 0}
     remaining = [target for target in targets if target.token not in pushed_before]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,6 +19,7 @@ import httpx
 import pytest
 from rq import Callback, Queue, Retry
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 
 from backend_app.core import rq_app
 from backend_app.core.config import get_settings
@@ -48,6 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = json.loads(raw)
         payload["_path"] = self.path
         payload["_authorization"] = self.headers.get("Authorization")
+        payload["_idempotency_key"] = self.headers.get("Idempotency-Key")
         self.server.received.append(payload)
         status = self.server.status_for(payload)  # may choose the reply too
         body = json.dumps(self.server.reply).encode()
@@ -282,6 +289,59 @@ async def test_a_push_whose_record_failed_is_not_sent_again_on_retry(
     assert stack.primary.psql("SELECT status, attempts FROM task_records") == "succeeded|2"
 
 
+async def test_a_push_taken_from_a_worker_killed_before_recording_it_goes_again_with_the_same_key(
+    stack: LocalStack, receiver: PushReceiver, make_user: Callable[..., tuple[int, str]], tmp_path: Path
+) -> None:
+    """The one window a retry cannot see: the provider took the push and the worker died
+    (SIGKILL) before marking the notification pushed. The job runs again and pushes again;
+    the same Idempotency-Key lets a provider that honours it deliver once."""
+    assert stack.primary is not None
+    ada_id, _ = make_user("ada")
+    bob_id, _ = make_user("bob")
+    stack.primary.psql(
+        "INSERT INTO devices (user_id, token, platform)"
+        f" VALUES ({ada_id}, 'ada-phone', 'ios'), ({ada_id}, 'ada-tablet', 'ios')"
+    )
+    queue = rq_app.get_queue("notifications")
+    job = queue.enqueue_call(
+        LIKE_JOB,
+        kwargs={"liker_id": bob_id, "liker_name": "Bob", "post_owner_id": ada_id, "post_id": 1},
+        retry=Retry(max=2),
+    )
+    first = batch_worker(tmp_path).start()
+
+    def kill_the_worker_when_the_phone_is_pushed(payload: dict) -> int:
+        if payload["token"] == "ada-phone" and first.process is not None and first.process.poll() is None:
+            os.killpg(first.process.pid, signal.SIGKILL)
+            first.process.wait(timeout=10)
+        return 200
+
+    receiver.status_for = kill_the_worker_when_the_phone_is_pushed
+    try:
+        await wait_until(lambda: first.process is not None and first.process.poll() is not None, what="the kill")
+    finally:
+        first.stop()
+    assert stack.primary.psql("SELECT pushed_at IS NULL FROM notifications") == "t"  # never recorded
+    # What RQ's maintenance does once the dead worker's job has expired: retry it.
+    StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + 3600)
+    second = batch_worker(tmp_path).start()
+    try:
+        await wait_until(lambda: job.get_status(refresh=True) == "finished", what="the job run again")
+    finally:
+        second.stop()
+
+    notification_id = int(stack.primary.psql("SELECT id FROM notifications"))
+    sent = [(p["token"], p["_idempotency_key"]) for p in receiver.received]
+    phone_key = f"notification-{notification_id}-{hashlib.sha256(b'ada-phone').hexdigest()[:16]}"
+    tablet_key = f"notification-{notification_id}-{hashlib.sha256(b'ada-tablet').hexdigest()[:16]}"
+    # The phone's push went twice under one key (a receiver honouring it delivers it once);
+    # whether the tablet came before the kill depends on the devices' order: once, its own key.
+    assert sent.count(("ada-phone", phone_key)) == 2, sent
+    assert sent.count(("ada-tablet", tablet_key)) == 1, sent
+    assert len(sent) == 3, sent
+    assert stack.primary.psql("SELECT pushed_at IS NOT NULL FROM notifications") == "t"
+
+
 async def test_read_one_read_all_and_the_unread_filter(client: httpx.AsyncClient, stack: LocalStack) -> None:
     ada_id, ada = await sign_up(client, "ada")
     _, bob = await sign_up(client, "bob")
@@ -365,6 +425,19 @@ def test_onesignal_provider_reports_invalid_player_ids(receiver: PushReceiver, m
     assert request["include_player_ids"] == ["live-player", "gone-player"]
     assert request["headings"] == {"en": "Hi"}
     assert request["_authorization"] == "Basic rest-key"
+    assert "idempotency_key" not in request  # a push that names no notification has no key
+
+    # A notification's push carries one UUID per set of devices, the same on every attempt.
+    push = Push("Hi", "There", key="notification-7")
+    targets = [Target("live-player", "ios"), Target("other-player", "android")]
+    with httpx.Client(timeout=5) as client:
+        provider = OneSignalProvider(get_settings(), client)
+        provider.send(targets, push, set())
+        provider.send(list(reversed(targets)), push, set())
+        provider.send(targets[:1], push, set())
+    keys = [r["idempotency_key"] for r in receiver.received[1:]]
+    assert keys[0] == keys[1] != keys[2]
+    assert all(uuid.UUID(key) for key in keys)
 
 
 def test_fcm_provider_mints_a_token_and_speaks_http_v1(
