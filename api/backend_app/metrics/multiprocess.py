@@ -19,7 +19,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from prometheus_client import multiprocess, values
+from prometheus_client import values
 
 DIRECTORY_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 PRIVATE_DIRECTORY_PREFIX = "jobplatform-metrics-"
@@ -45,12 +45,17 @@ def metrics_directory() -> Path:
 
 
 def forget_dead_processes(directory: Path) -> None:
-    """`mark_process_dead` for every process whose live gauges (requests in flight, pools) are
-    still on disk but which is gone: a worker uvicorn replaced, or one killed outright."""
+    """Remove the live gauges (requests in flight, pools) of every process that is gone: a
+    worker uvicorn replaced, or one killed outright.
+
+    What prometheus-client's `mark_process_dead` does, except that a file another process
+    removed first is no error: the workers of one server start, and are scraped, at the same
+    moment, and each forgets the same dead processes (the library's glob-then-remove raised
+    FileNotFoundError there, a 500 on a fresh worker's first request)."""
     for gauge_file in directory.glob("gauge_live*_*.db"):
         pid = int(gauge_file.stem.rsplit("_", 1)[1])
         if not _alive(pid):
-            multiprocess.mark_process_dead(pid, str(directory))
+            gauge_file.unlink(missing_ok=True)
 
 
 def _private_directory() -> Path:

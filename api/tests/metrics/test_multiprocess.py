@@ -3,15 +3,18 @@ worker answers a scrape reports both workers' requests, and a dead worker's coun
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from backend_app.metrics.multiprocess import _alive, forget_dead_processes
 from devtools.devstack import LocalStack
 from tests.conftest import PROBE
 from tests.metrics.scrape import value
@@ -93,3 +96,32 @@ async def test_two_workers_give_one_combined_count(
         assert health_count_of(directory, workers[0]) > 0
     finally:
         server.stop()
+
+
+def _forget_in_a_process(directory: str, start: Any) -> None:
+    start.wait()
+    forget_dead_processes(Path(directory))
+
+
+def test_processes_forgetting_the_same_dead_processes_at_once_do_not_fail(tmp_path: Path) -> None:
+    """Every API process forgets the dead ones when it starts and at each scrape, so the
+    workers of one server do it at the same moment: both see a dead process's file and one
+    removes it first. (In CI this made a fresh two-worker server answer its first request
+    with a 500.)"""
+    # Many dead processes' gauges, as after a soak that SIGKILLs workers and servers: pids
+    # past the kernel's largest, so that none comes alive meanwhile.
+    first = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    for pid in range(first, first + 2000):
+        assert not _alive(pid)
+        for mode in ("livesum", "liveall"):
+            (tmp_path / f"gauge_{mode}_{pid}.db").write_bytes(b"")
+    context = multiprocessing.get_context("spawn")  # as uvicorn starts its workers
+    start = context.Event()
+    workers = [context.Process(target=_forget_in_a_process, args=(str(tmp_path), start)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0] * len(workers)
+    assert list(tmp_path.glob("gauge_live*")) == []
