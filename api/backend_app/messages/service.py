@@ -31,28 +31,32 @@ async def send(*, session: AsyncWriteSession, sender: User, recipient_id: int, b
     message = Message(sender_id=sender.id, recipient_id=recipient.id, body=body)
     session.add(message)
     await session.flush()
-    await outbox.add(
-        session,
-        notification_tasks.send_new_message_notification_job.call(
-            sender_id=sender.id,
-            sender_name=display_name(sender),
-            receiver_id=recipient.id,
-            message_preview=preview(body),
-        ),
-        owner_id=sender.id,
-    )
-    if emailed:
-        await outbox.add(
-            session,
-            email_tasks.send_message_notification_email.call(
-                recipient_email=recipient.email,
-                recipient_name=display_name(recipient),
+    # The push and, if wanted, the email: one statement for both.
+    tasks = [
+        outbox.Entry(
+            notification_tasks.send_new_message_notification_job.call(
+                sender_id=sender.id,
                 sender_name=display_name(sender),
+                receiver_id=recipient.id,
                 message_preview=preview(body),
             ),
-            idempotency_key=f"message-email-{message.id}",
-            owner_id=recipient.id,
+            owner_id=sender.id,
         )
+    ]
+    if emailed:
+        tasks.append(
+            outbox.Entry(
+                email_tasks.send_message_notification_email.call(
+                    recipient_email=recipient.email,
+                    recipient_name=display_name(recipient),
+                    sender_name=display_name(sender),
+                    message_preview=preview(body),
+                ),
+                idempotency_key=f"message-email-{message.id}",
+                owner_id=recipient.id,
+            )
+        )
+    await outbox.add_all(session, tasks)
     return message
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,55 +31,66 @@ class ClaimedMessage:
     trace_context: dict[str, str] | None
 
 
-# One round trip for the whole outbox write: the task record (unless the idempotency key
-# is taken), its outbox row, and the NOTIFY that PostgreSQL delivers only on commit.
-_RECORD_TASK = text(
+@dataclass(frozen=True)
+class NewTask:
+    """A task to record as pending with its outbox row."""
+
+    task_id: str
+    backend: TaskBackend
+    queue: str
+    name: str
+    payload: dict[str, Any]
+    owner_id: int | None
+    request_id: str | None
+    trace_context: dict[str, str] | None = None
+
+
+# One round trip for the whole outbox write of a request, however many tasks it records: the
+# task records (less those whose idempotency key is taken), their outbox rows in the order
+# given, and the NOTIFY that PostgreSQL delivers only on commit.
+_RECORD_TASKS = text(
     """
-    WITH task AS (
-        INSERT INTO task_records (id, backend, queue, name, payload, owner_id, status, request_id, trace_context)
-        VALUES (
-            :task_id, :backend, :queue, :name, CAST(:payload AS jsonb), :owner_id, 'pending', :request_id,
-            CAST(:trace_context AS jsonb)
+    WITH new AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS new(
+            position int, id text, backend text, queue text, name text, payload jsonb, owner_id bigint,
+            request_id text, trace_context jsonb
         )
+    ), task AS (
+        INSERT INTO task_records (id, backend, queue, name, payload, owner_id, status, request_id, trace_context)
+        SELECT id, backend, queue, name, payload, owner_id, 'pending', request_id, trace_context
+        FROM new ORDER BY position
         ON CONFLICT (id) DO NOTHING
         RETURNING id, request_id, trace_context
     ), message AS (
         INSERT INTO outbox_messages (task_id, request_id, trace_context)
-        SELECT id, request_id, trace_context FROM task RETURNING id
+        SELECT task.id, task.request_id, task.trace_context FROM task JOIN new USING (id) ORDER BY new.position
+        RETURNING task_id
     )
-    SELECT pg_notify('outbox', ''), (SELECT count(*) FROM message)
+    SELECT pg_notify('outbox', ''), ARRAY(SELECT task_id FROM message)
     """
 )
 
 
-async def record_task(
-    session: AsyncSession,
-    *,
-    task_id: str,
-    backend: TaskBackend,
-    queue: str,
-    name: str,
-    payload: dict[str, Any],
-    owner_id: int | None,
-    request_id: str | None,
-    trace_context: dict[str, str] | None = None,
-) -> bool:
-    """Record a pending task and its outbox row, both naming `request_id` and `trace_context`
-    (W3C traceparent/tracestate, core/tracing.py); False when the task id already existed."""
-    result = await session.execute(
-        _RECORD_TASK,
+async def record_tasks(session: AsyncSession, tasks: Sequence[NewTask]) -> set[str]:
+    """Record pending tasks and their outbox rows, each naming its `request_id` and
+    `trace_context` (W3C traceparent/tracestate, core/tracing.py), in one statement; returns
+    the ids recorded now (an id that existed already is left as it was)."""
+    rows = [
         {
-            "task_id": task_id,
-            "backend": backend.value,
-            "queue": queue,
-            "name": name,
-            "payload": json.dumps(payload),
-            "owner_id": owner_id,
-            "request_id": request_id,
-            "trace_context": json.dumps(trace_context) if trace_context else None,
-        },
-    )
-    return bool(result.one()[1])
+            "position": position,
+            "id": task.task_id,
+            "backend": task.backend.value,
+            "queue": task.queue,
+            "name": task.name,
+            "payload": task.payload,
+            "owner_id": task.owner_id,
+            "request_id": task.request_id,
+            "trace_context": task.trace_context or None,
+        }
+        for position, task in enumerate(tasks)
+    ]
+    result = await session.execute(_RECORD_TASKS, {"tasks": json.dumps(rows)})
+    return set(result.one()[1])
 
 
 async def add_message(session: AsyncSession, task_id: str) -> None:

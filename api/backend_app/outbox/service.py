@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +40,15 @@ TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,100}")
 REDACTED_KEY = "redact"
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One task for `add_all`: a declared task's call with what `add` takes beside it."""
+
+    call: TaskCall
+    idempotency_key: str | None = None
+    owner_id: int | None = None
+
+
 async def add(
     session: AsyncSession,
     call: TaskCall,
@@ -52,18 +63,27 @@ async def add(
     relay and the workers put on their log lines about it, and the current trace context when
     traces are on, which their spans continue.
     """
-    task = call.task
-    return await add_named(
-        session=session,
-        backend=task.backend,
-        queue=task.queue,
-        task=task.name,
-        args=list(call.args),
-        kwargs=call.kwargs,
-        idempotency_key=idempotency_key,
-        owner_id=owner_id,
-        redacted_kwargs=task.redacted_kwargs,
-    )
+    (task_id,) = await add_all(session, [Entry(call, idempotency_key=idempotency_key, owner_id=owner_id)])
+    return task_id
+
+
+async def add_all(session: AsyncSession, entries: Sequence[Entry]) -> list[str]:
+    """`add` for several tasks in one statement (a request that sets off a push and an
+    email); returns their task ids in order."""
+    tasks = [
+        _new_task(
+            backend=entry.call.task.backend,
+            queue=entry.call.task.queue,
+            task=entry.call.task.name,
+            args=list(entry.call.args),
+            kwargs=entry.call.kwargs,
+            idempotency_key=entry.idempotency_key,
+            owner_id=entry.owner_id,
+            redacted_kwargs=entry.call.task.redacted_kwargs,
+        )
+        for entry in entries
+    ]
+    return await _record(session, tasks)
 
 
 async def add_named(
@@ -84,18 +104,41 @@ async def add_named(
     `task` is a Celery task name for celery and a dotted function path for rq. Arguments must
     be JSON values.
     """
+    new_task = _new_task(
+        backend=backend,
+        queue=queue,
+        task=task,
+        args=args,
+        kwargs=kwargs,
+        idempotency_key=idempotency_key,
+        owner_id=owner_id,
+        redacted_kwargs=redacted_kwargs,
+    )
+    (task_id,) = await _record(session, [new_task])
+    return task_id
+
+
+def _new_task(
+    *,
+    backend: TaskBackend,
+    queue: str,
+    task: str,
+    args: list[Any] | None,
+    kwargs: dict[str, Any] | None,
+    idempotency_key: str | None,
+    owner_id: int | None,
+    redacted_kwargs: tuple[str, ...],
+) -> outbox_repository.NewTask:
     if queue not in QUEUES_BY_BACKEND[backend]:
         raise ValueError(f"{queue!r} is not a {backend} queue")
     if idempotency_key is not None and not TASK_ID_PATTERN.fullmatch(idempotency_key):
         # RQ reads ':' in a job id as a separator; keep ids plain for both backends.
         raise ValueError("idempotency_key must be 1-100 letters, digits, '-' or '_'")
-    task_id = idempotency_key or str(uuid.uuid4())
     payload: dict[str, Any] = {"args": list(args or []), "kwargs": dict(kwargs or {})}
     if redacted_kwargs:
         payload[REDACTED_KEY] = list(redacted_kwargs)
-    recorded = await outbox_repository.record_task(
-        session,
-        task_id=task_id,
+    return outbox_repository.NewTask(
+        task_id=idempotency_key or str(uuid.uuid4()),
         backend=backend,
         queue=queue,
         name=task,
@@ -104,6 +147,15 @@ async def add_named(
         request_id=current_request_id(),
         trace_context=current_trace_context(),
     )
-    # DEBUG: a line per task would crowd the request path's log; the request id links them.
-    logger.debug("task %s (%s) %s", task_id, task, "recorded" if recorded else "was recorded already")
-    return task_id
+
+
+async def _record(session: AsyncSession, tasks: list[outbox_repository.NewTask]) -> list[str]:
+    ids = [task.task_id for task in tasks]
+    if len(set(ids)) != len(ids):
+        raise ValueError("one idempotency key given twice in one add_all")
+    recorded = await outbox_repository.record_tasks(session, tasks)
+    for task in tasks:
+        # DEBUG: a line per task would crowd the request path's log; the request id links them.
+        state = "recorded" if task.task_id in recorded else "was recorded already"
+        logger.debug("task %s (%s) %s", task.task_id, task.name, state)
+    return ids

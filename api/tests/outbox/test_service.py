@@ -110,3 +110,55 @@ async def test_a_task_published_again_keeps_the_request_id_it_was_recorded_with(
     assert stack.primary.psql(
         f"SELECT string_agg(coalesce(request_id, 'NULL'), ',') FROM outbox_messages WHERE task_id = '{task_id}'"
     ) == ("first-request,first-request")
+
+
+async def test_add_all_records_several_tasks_in_one_statement_in_order(app: FastAPI, stack: LocalStack) -> None:
+    from sqlalchemy import event
+
+    from backend_app.emails import tasks as email_tasks
+    from backend_app.notifications import tasks as notification_tasks
+
+    push = notification_tasks.send_new_message_notification_job.call(
+        sender_id=1, sender_name="Ada", receiver_id=2, message_preview="hello"
+    )
+    email = email_tasks.send_message_notification_email.call(
+        recipient_email="bob@example.com", recipient_name="Bob", sender_name="Ada", message_preview="hello"
+    )
+    router = get_database_router()
+    async with router.write_session() as session:  # the email's key is taken already
+        await outbox.add(session, email, idempotency_key="message-email-taken")
+
+    statements: list[str] = []
+    async with router.write_session() as session:
+        engine = session.bind.sync_engine  # type: ignore[union-attr]
+        listener = lambda *args: statements.append(args[2])  # noqa: E731 (before_cursor_execute's statement)
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            ids = await outbox.add_all(
+                session,
+                [
+                    outbox.Entry(push),
+                    outbox.Entry(email, idempotency_key="message-email-7"),
+                    outbox.Entry(email, idempotency_key="message-email-taken"),
+                ],
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+
+    assert len(statements) == 1, statements
+    assert ids[1:] == ["message-email-7", "message-email-taken"]
+    assert stack.primary is not None
+    # In the order given, the taken key left as it was (its one earlier row).
+    assert stack.primary.psql("SELECT string_agg(task_id, ',' ORDER BY id) FROM outbox_messages") == (
+        f"message-email-taken,{ids[0]},message-email-7"
+    )
+    recorded_now = f"'{ids[0]}', 'message-email-7'"
+    assert stack.primary.psql(
+        f"SELECT string_agg(queue, ',' ORDER BY queue) FROM task_records WHERE id IN ({recorded_now})"
+    ) == ("emails,notifications")
+
+    async with router.write_session() as session:
+        with pytest.raises(ValueError, match="twice"):
+            await outbox.add_all(
+                session, [outbox.Entry(email, idempotency_key="k"), outbox.Entry(email, idempotency_key="k")]
+            )
