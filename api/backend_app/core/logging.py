@@ -62,13 +62,28 @@ def _handler(log_format: str) -> logging.Handler:
     return handler
 
 
+# Uvicorn's access lines ("GET /api/jobs HTTP/1.1" 200), one per request.
+ACCESS_LOGGER = "uvicorn.access"
+
+
 def configure_logging(level: str | int = "INFO", log_format: str = "text") -> None:
     root = logging.getLogger()
     if root.handlers:
-        # uvicorn, celery or pytest configured logging already; keep theirs.
+        # celery or pytest configured logging already; keep theirs.
         return
     root.addHandler(_handler(log_format))
     root.setLevel(level)
+    _access_lines_in_our_format(log_format)
+
+
+def _access_lines_in_our_format(log_format: str) -> None:
+    """Uvicorn writes its access lines with its own handler: no request id, never JSON. It
+    writes each while the response starts, inside the request (where the request id is set),
+    so through our handler the line names its request like every other line of it. Left alone
+    when uvicorn runs without an access log (`--no-access-log` leaves the logger no handler)."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    if access.handlers:
+        access.handlers = [_handler(log_format)]
 
 
 def configure_worker_logging(level: str = "INFO", log_format: str = "text") -> None:

@@ -165,3 +165,7 @@ async def test_the_web_process_writes_json_lines_with_the_request_id(stack: Loca
     assert reuse[0]["request_id"] == "reuse-check-1"
     assert reuse[0]["level"] == "WARNING"
     assert reuse[0]["logger"] == "backend_app.auth.service"
+    # Uvicorn's access line for that request is a JSON line that names it too.
+    access = [e for e in ours if e["logger"] == "uvicorn.access" and e["request_id"] == "reuse-check-1"]
+    assert len(access) == 1, ours
+    assert '"POST /api/auth/refresh HTTP/1.1" 401' in access[0]["message"]
