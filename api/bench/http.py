@@ -3,6 +3,7 @@
     cd api && ../.venv/bin/python -m bench.http [--seconds 8] [--connections 32] [--routes feed,login]
     cd api && ../.venv/bin/python -m bench.http --quick      # 2 s per side: a smoke test
     cd api && ../.venv/bin/python -m bench.http --observability   # metrics + JSON logs on vs off
+    cd api && ../.venv/bin/python -m bench.http --processes       # WEB_CONCURRENCY=2 vs 1
 
 Starts its own PostgreSQL primary with two streaming replicas and Redis (devtools.devstack)
 in a temporary folder, seeds them through SQL on the primary (3,000 searchable jobs, 2,000
@@ -30,6 +31,10 @@ with metrics and JSON logs (METRICS_ENABLED=true, LOG_FORMAT=json) against the s
 without either (METRICS_ENABLED=false, LOG_FORMAT=text), two Procfile web servers side by
 side, printing observed req/s / quiet req/s per route.
 
+`--processes` measures what a second API process buys: the Procfile's web line with
+WEB_CONCURRENCY=2 against the same line with 1, printing two/one req/s per route. On a
+machine with as few cores as this one (2, shared with wrk and PostgreSQL), expect little.
+
 wrk is the Debian package `wrk` (`sudo apt-get install wrk`); the Lua scripts are in bench/wrk/.
 """
 
@@ -56,11 +61,14 @@ if TYPE_CHECKING:
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 SIDES = ("project", "bare", "orm")
 OBSERVABILITY_SIDES = ("observed", "quiet")
+PROCESSES_SIDES = ("two", "one")
 # The project's environment on each side; the baselines take none.
 SIDE_ENVIRONMENT = {
     "project": {"RATE_LIMITS_ENABLED": "false"},
     "observed": {"RATE_LIMITS_ENABLED": "false", "METRICS_ENABLED": "true", "LOG_FORMAT": "json"},
     "quiet": {"RATE_LIMITS_ENABLED": "false", "METRICS_ENABLED": "false", "LOG_FORMAT": "text"},
+    "two": {"RATE_LIMITS_ENABLED": "false", "WEB_CONCURRENCY": "2"},
+    "one": {"RATE_LIMITS_ENABLED": "false", "WEB_CONCURRENCY": "1"},
 }
 
 EMPLOYERS = 20
@@ -371,24 +379,23 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     print_errors(results)
 
 
-def print_observability_table(results: list[Result], args: argparse.Namespace) -> None:
+def print_pair_table(results: list[Result], args: argparse.Namespace, sides: tuple[str, str], goal: str) -> None:
+    """Two project servers side by side: `sides[0]` req/s over `sides[1]` req/s per route."""
+    first, second = sides
     print()
     print(
         f"wrk: {args.threads} threads, {args.connections} connections, {args.seconds:g} s per run,"
-        f" {args.rounds} rounds of observed/quiet in turn; best run of each side;"
-        " ratio = observed req/s / quiet req/s (goal >= 0.95); ! = some answers were not 2xx"
+        f" {args.rounds} rounds of {first}/{second} in turn; best run of each side;"
+        f" ratio = {first} req/s / {second} req/s{goal}; ! = some answers were not 2xx"
     )
-    header = f"{'route':<8} {'observed':>9} {'quiet':>9} {'ratio':>6}   {'p50/p99 ms: observed':>21} {'quiet':>13}"
+    header = f"{'route':<8} {first:>9} {second:>9} {'ratio':>6}   {'p50/p99 ms: ' + first:>21} {second:>13}"
     print(header)
     print("-" * len(header))
     for result in results:
-        observed, quiet = (result.best(side) for side in OBSERVABILITY_SIDES)
-        ratio = observed.rate / quiet.rate if quiet.rate else math.nan
-        latencies = [f"{run.p50_ms:.1f}/{run.p99_ms:.1f}" for run in (observed, quiet)]
-        print(
-            f"{result.route.name:<8} {cell(observed):>9} {cell(quiet):>9} {ratio:>6.2f}"
-            f"   {latencies[0]:>21} {latencies[1]:>13}"
-        )
+        a, b = (result.best(side) for side in sides)
+        ratio = a.rate / b.rate if b.rate else math.nan
+        latencies = [f"{run.p50_ms:.1f}/{run.p99_ms:.1f}" for run in (a, b)]
+        print(f"{result.route.name:<8} {cell(a):>9} {cell(b):>9} {ratio:>6.2f}   {latencies[0]:>21} {latencies[1]:>13}")
     print_errors(results)
 
 
@@ -422,6 +429,7 @@ def main() -> None:
     parser.add_argument(
         "--observability", action="store_true", help="the project with metrics and JSON logs vs without either"
     )
+    parser.add_argument("--processes", action="store_true", help="the project with WEB_CONCURRENCY=2 vs 1")
     args = parser.parse_args()
     if args.quick:
         args.seconds = 2.0
@@ -433,7 +441,9 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("bench.http needs wrk, the HTTP load generator: sudo apt-get install wrk (Debian/Ubuntu)")
 
-    sides = OBSERVABILITY_SIDES if args.observability else SIDES
+    if args.observability and args.processes:
+        parser.error("--observability and --processes are two different comparisons: pick one")
+    sides = OBSERVABILITY_SIDES if args.observability else PROCESSES_SIDES if args.processes else SIDES
     with bench_stack("http", replicas=2) as stack:
         from tests.processes import web_server
 
@@ -469,7 +479,12 @@ def main() -> None:
                             flush=True,
                         )
                 results.append(result)
-            (print_observability_table if args.observability else print_table)(results, args)
+            if args.observability:
+                print_pair_table(results, args, OBSERVABILITY_SIDES, " (goal >= 0.95)")
+            elif args.processes:
+                print_pair_table(results, args, PROCESSES_SIDES, "")
+            else:
+                print_table(results, args)
         finally:
             for server in servers.values():
                 server.stop()
