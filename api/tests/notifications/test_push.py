@@ -213,6 +213,15 @@ async def test_batch_worker_stores_a_batch_of_notifications_at_once_and_pushes_e
     assert stack.primary.psql("SELECT count(*) FROM task_records WHERE status = 'succeeded'") == "6"
 
 
+def give_phone_and_tablet(stack: LocalStack, user_id: int) -> None:
+    """Two devices for one user: ada-phone, then ada-tablet (pushed in that order)."""
+    assert stack.primary is not None
+    stack.primary.psql(
+        "INSERT INTO devices (user_id, token, platform)"
+        f" VALUES ({user_id}, 'ada-phone', 'ios'), ({user_id}, 'ada-tablet', 'ios')"
+    )
+
+
 async def run_like_retried_at_once(log_dir: Path, *, liker_id: int, owner_id: int) -> tuple[Job, Worker]:
     """A like notification whose retries come at once (so the test need not run RQ's
     scheduler), run by the batch worker until it finishes; the worker is stopped on return."""
@@ -236,10 +245,7 @@ async def test_a_retried_push_skips_the_devices_the_first_attempt_reached(
     assert stack.primary is not None
     ada_id, _ = make_user("ada")
     bob_id, _ = make_user("bob")
-    stack.primary.psql(
-        "INSERT INTO devices (user_id, token, platform)"
-        f" VALUES ({ada_id}, 'ada-phone', 'ios'), ({ada_id}, 'ada-tablet', 'ios')"
-    )
+    give_phone_and_tablet(stack, ada_id)
     tablet_answers = iter([503])  # the tablet's first push fails transiently, then 200s
     receiver.status_for = lambda payload: next(tablet_answers, 200) if payload["token"] == "ada-tablet" else 200
     job, _ = await run_like_retried_at_once(tmp_path, liker_id=bob_id, owner_id=ada_id)
@@ -298,10 +304,7 @@ async def test_a_push_taken_from_a_worker_killed_before_recording_it_goes_again_
     assert stack.primary is not None
     ada_id, _ = make_user("ada")
     bob_id, _ = make_user("bob")
-    stack.primary.psql(
-        "INSERT INTO devices (user_id, token, platform)"
-        f" VALUES ({ada_id}, 'ada-phone', 'ios'), ({ada_id}, 'ada-tablet', 'ios')"
-    )
+    give_phone_and_tablet(stack, ada_id)
     queue = rq_app.get_queue("notifications")
     job = queue.enqueue_call(
         LIKE_JOB,
@@ -512,10 +515,7 @@ async def test_a_push_published_again_after_redis_lost_its_job_skips_the_devices
     assert stack.redis is not None
     ada_id, _ = make_user("ada")
     bob_id, _ = make_user("bob")
-    stack.primary.psql(
-        "INSERT INTO devices (user_id, token, platform)"
-        f" VALUES ({ada_id}, 'ada-phone', 'ios'), ({ada_id}, 'ada-tablet', 'ios')"
-    )
+    give_phone_and_tablet(stack, ada_id)
     tablet_answers = iter([503])  # the tablet's first push fails transiently, then 200s
     receiver.status_for = lambda payload: next(tablet_answers, 200) if payload["token"] == "ada-tablet" else 200
     kwargs = {"liker_id": bob_id, "liker_name": "Bob", "post_owner_id": ada_id, "post_id": 1}
