@@ -86,11 +86,22 @@ def _access_lines_in_our_format(log_format: str) -> None:
         access.handlers = [_handler(log_format)]
 
 
+# RQ's worker lines (started, listening, "Successfully completed job ...").
+RQ_WORKER_LOGGER = "rq.worker"
+
+
 def configure_worker_logging(level: str = "INFO", log_format: str = "text") -> None:
-    """Our own log lines (task records, batches, pushes) in an RQ worker's output.
+    """Our own log lines (task records, batches, pushes) in an RQ worker's output, and RQ's
+    own in the same format.
 
     `rq worker` sets up only its `rq.worker` logger; without this, everything under
-    `backend_app` below WARNING is dropped. The root logger is left to RQ.
+    `backend_app` below WARNING is dropped. The root logger is left to RQ. RQ's lines go
+    through our handler too, so they are JSON with LOG_FORMAT=json, and those RQ writes while
+    a job runs (a single-job worker's completion and failure lines) name the request that
+    recorded it; its line on taking a job from the queue comes before the job's request is
+    known and says `-`.
+    Whichever of RQ and us comes first, `rq.worker` ends with our handler alone: RQ adds its
+    own only to a logger that has none.
     """
     app_logger = logging.getLogger("backend_app")
     if app_logger.handlers or logging.getLogger().handlers:
@@ -98,3 +109,4 @@ def configure_worker_logging(level: str = "INFO", log_format: str = "text") -> N
     app_logger.addHandler(_handler(log_format))
     app_logger.setLevel(level)
     app_logger.propagate = False
+    logging.getLogger(RQ_WORKER_LOGGER).handlers = [_handler(log_format)]
