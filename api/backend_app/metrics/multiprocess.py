@@ -51,7 +51,7 @@ def forget_dead_processes(directory: Path) -> None:
     What prometheus-client's `mark_process_dead` does, except that a file another process
     removed first is no error: the workers of one server start, and are scraped, at the same
     moment, and each forgets the same dead processes (the library's glob-then-remove raised
-    FileNotFoundError there, a 500 on a fresh worker's first request)."""
+    FileNotFoundError in whichever came second)."""
     for gauge_file in directory.glob("gauge_live*_*.db"):
         pid = int(gauge_file.stem.rsplit("_", 1)[1])
         if not _alive(pid):
