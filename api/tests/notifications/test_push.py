@@ -305,13 +305,7 @@ async def test_a_push_taken_from_a_worker_killed_before_recording_it_goes_again_
     ada_id, _ = make_user("ada")
     bob_id, _ = make_user("bob")
     give_phone_and_tablet(stack, ada_id)
-    queue = rq_app.get_queue("notifications")
-    job = queue.enqueue_call(
-        LIKE_JOB,
-        kwargs={"liker_id": bob_id, "liker_name": "Bob", "post_owner_id": ada_id, "post_id": 1},
-        retry=Retry(max=2),
-    )
-    first = batch_worker(tmp_path).start()
+    first = batch_worker(tmp_path)
 
     def kill_the_worker_when_the_phone_is_pushed(payload: dict) -> int:
         if payload["token"] == "ada-phone" and first.process is not None and first.process.poll() is None:
@@ -319,7 +313,16 @@ async def test_a_push_taken_from_a_worker_killed_before_recording_it_goes_again_
             first.process.wait(timeout=10)
         return 200
 
+    # The worker first, then the job: the kill must not land while the test still waits for
+    # the worker to say it listens.
     receiver.status_for = kill_the_worker_when_the_phone_is_pushed
+    first.start()
+    queue = rq_app.get_queue("notifications")
+    job = queue.enqueue_call(
+        LIKE_JOB,
+        kwargs={"liker_id": bob_id, "liker_name": "Bob", "post_owner_id": ada_id, "post_id": 1},
+        retry=Retry(max=2),
+    )
     try:
         await wait_until(lambda: first.process is not None and first.process.poll() is not None, what="the kill")
     finally:
