@@ -32,6 +32,8 @@ from tests.processes import Worker, celery_worker, relay, rq_video_worker, rq_wo
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from devtools.devstack import PostgresServer
+
 # Short timings so the fault tests finish in seconds; the defaults are for production.
 TEST_SETTINGS = {
     "CELERY_VISIBILITY_TIMEOUT": "6",
@@ -289,3 +291,14 @@ def query(stack: LocalStack, sql: str) -> str:
     """Run SQL on the primary with psql; returns its unaligned output."""
     assert stack.primary is not None
     return stack.primary.psql(sql)
+
+
+def terminate_connections(node: PostgresServer, application_name: str) -> int:
+    """Drop, on the server's side, every connection `application_name` holds to `node` (what
+    a restart does to pooled connections); returns how many there were."""
+    return int(
+        node.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            f" WHERE application_name = '{application_name}' AND pid <> pg_backend_pid()"
+        )
+    )

@@ -37,7 +37,7 @@ from backend_app.core.read_replica import (
 from backend_app.main import create_app
 from backend_app.users.models import User, UserRole
 from devtools.devstack import LocalStack
-from tests.conftest import PROBE
+from tests.conftest import PROBE, terminate_connections
 
 
 class NewUser(BaseModel):
@@ -486,10 +486,7 @@ async def test_pooled_replica_connections_killed_on_the_server_fail_over_without
     # Fill both replica pools with idle connections, then drop them all on the servers' side.
     await asyncio.gather(*(probe_client.get("/probe/slow?seconds=0.2") for _ in range(8)))
     for replica in stack.replicas:
-        replica.psql(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = 'backend_app' AND pid <> pg_backend_pid()"
-        )
+        terminate_connections(replica, "backend_app")
     before = (await check_read_replica_health())["routing"]
 
     responses = [await probe_client.get("/probe/users/1") for _ in range(6)]

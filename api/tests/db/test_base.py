@@ -10,18 +10,9 @@ from sqlalchemy import text
 
 from backend_app.db.base import create_engine
 from devtools.devstack import LocalStack
+from tests.conftest import terminate_connections
 
 PING = "SELECT 1"
-
-
-def terminate_app_connections(stack: LocalStack, application_name: str) -> int:
-    assert stack.primary is not None
-    return int(
-        stack.primary.psql(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            f" WHERE application_name = '{application_name}' AND pid <> pg_backend_pid()"
-        )
-    )
 
 
 async def test_pooled_primary_connections_killed_on_the_server_never_fail_a_write(
@@ -33,7 +24,8 @@ async def test_pooled_primary_connections_killed_on_the_server_never_fail_a_writ
         *(probe_client.post("/probe/tasks", json={"backend": "rq", "key": f"fill-{n}"}) for n in range(6))
     )
     assert [r.status_code for r in filled] == [201] * 6
-    assert terminate_app_connections(stack, "backend_app") >= 1
+    assert stack.primary is not None
+    assert terminate_connections(stack.primary, "backend_app") >= 1
 
     writes = [await probe_client.post("/probe/tasks", json={"backend": "rq", "key": f"after-{n}"}) for n in range(6)]
 
@@ -70,7 +62,7 @@ async def test_the_ping_is_one_statement_and_a_new_connection_skips_it(stack: Lo
             assert sent.count(PING) == 1, sent
 
         # A connection the server dropped is replaced at checkout.
-        assert terminate_app_connections(stack, "ping-test") == 1
+        assert terminate_connections(stack.primary, "ping-test") == 1
         async with engine.connect() as connection:
             assert await connection.scalar(text("SELECT pg_backend_pid()")) != backend_pid
     finally:

@@ -305,7 +305,7 @@ async def test_a_push_taken_from_a_worker_killed_before_recording_it_goes_again_
     ada_id, _ = make_user("ada")
     bob_id, _ = make_user("bob")
     give_phone_and_tablet(stack, ada_id)
-    first = batch_worker(tmp_path)
+    first = rq_worker(tmp_path)  # the Procfile's rq line: a pool of batch workers
 
     def kill_the_worker_when_the_phone_is_pushed(payload: dict) -> int:
         if payload["token"] == "ada-phone" and first.process is not None and first.process.poll() is None:
@@ -313,8 +313,8 @@ async def test_a_push_taken_from_a_worker_killed_before_recording_it_goes_again_
             first.process.wait(timeout=10)
         return 200
 
-    # The worker first, then the job: the kill must not land while the test still waits for
-    # the worker to say it listens.
+    # The workers first, then the job: the kill must not land while the test still waits for
+    # the pool to say it listens. The kill takes the pool's whole process group.
     receiver.status_for = kill_the_worker_when_the_phone_is_pushed
     first.start()
     queue = rq_app.get_queue("notifications")
@@ -330,7 +330,7 @@ async def test_a_push_taken_from_a_worker_killed_before_recording_it_goes_again_
     assert stack.primary.psql("SELECT pushed_at IS NULL FROM notifications") == "t"  # never recorded
     # What RQ's maintenance does once the dead worker's job has expired: retry it.
     StartedJobRegistry(queue=queue).cleanup(timestamp=time.time() + 3600)
-    second = batch_worker(tmp_path).start()
+    second = rq_worker(tmp_path).start()
     try:
         await wait_until(lambda: job.get_status(refresh=True) == "finished", what="the job run again")
     finally:
