@@ -4,12 +4,14 @@ whole story and the command lines)."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from types import FrameType
 from typing import Any
 
 import redis.exceptions
@@ -166,6 +168,7 @@ class OutageTolerantWorker(BaseWorker):
         self._outage = _Outage(self.log, f"worker {self.name}")
         self._quiet_reconnects = _QuietReconnects(self._outage)
         self.log.addFilter(self._quiet_reconnects)
+        self._pool_signal_to_come = False
 
     def _set_ip_address(self, connection: Redis) -> None:
         try:
@@ -238,6 +241,22 @@ class OutageTolerantWorker(BaseWorker):
             super().subscribe()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        # Under `rq worker-pool` every stop reaches a worker twice: the signal to the process
+        # group (honcho, compose, Ctrl-C), then the SIGINT the pool passes on. RQ takes a
+        # second signal for a cold stop (the running job fails) unless it comes within a
+        # second, and a loaded pool passes its SIGINT on later than that. So a pool's worker
+        # lets one extra signal go, whenever it comes; the next one is a cold stop.
+        self._pool_signal_to_come = multiprocessing.parent_process() is not None
+        super().request_stop(signum, frame)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self._pool_signal_to_come:
+            self._pool_signal_to_come = False
+            self.log.info("worker %s: stop passed on by the pool; still finishing the running job", self.name)
+            return
+        super().request_force_stop(signum, frame)
 
     def stop_scheduler(self) -> None:
         if self.scheduler is not None:

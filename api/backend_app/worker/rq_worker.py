@@ -34,9 +34,10 @@ outage interrupted is left to RQ's abandoned-job handling (or, if Redis lost it,
 task records).
 
 Stopping (honcho and compose send SIGTERM to the process group, honcho SIGKILLs 5 s later;
-`rq worker-pool` adds a SIGINT to each worker, which RQ ignores within a second of the
-first signal): a BatchWorker finishes the running job and hands the batch's other jobs
-back; a PreloadedWorker gives a running horse 2 s, then kills it and puts its job back at
+`rq worker-pool` passes the stop on as a SIGINT to each worker, which a pool's worker lets
+go however late it comes; RQ would take one after a second for a cold stop): a
+BatchWorker finishes the running job and hands the batch's other jobs back; a
+PreloadedWorker gives a running horse 2 s, then kills it and puts its job back at
 the front of its queue without spending a retry (a video job runs for minutes: waiting
 would only end in a SIGKILL that leaves the horse running as an orphan). Both leave nothing
 registered. The worker's pub/sub thread blocks the stop and alarm signals, so a signal

@@ -298,6 +298,31 @@ async def test_the_pool_stops_within_the_grace_under_load_and_leaves_nothing_reg
         feeder.join(timeout=5)
 
 
+async def test_a_pool_that_passes_the_stop_on_late_lets_the_running_job_finish(
+    procfile: Callable[[str], ProcfileProcess], stack: LocalStack, test_task_tables: None
+) -> None:
+    # CI's loaded machine: the pool passed honcho's stop on to its workers more than a second
+    # after the workers had it, RQ took that for a second Ctrl-C and failed a running job.
+    pool = procfile("rq")
+    await wait_until(lambda: live_on("notifications") == 2, what="the pool")
+    job = rq_app.get_queue("notifications").enqueue_call(
+        "tests.worker_tasks.record_effect_job", kwargs={"key": "late", "sleep_after_effect": 4}
+    )
+    await wait_until(lambda: query(stack, "SELECT count(*) FROM test_task_effects") == "1", what="the job to start")
+    assert pool.process is not None
+    os.kill(pool.process.pid, signal.SIGSTOP)  # the pool's own process, busy elsewhere
+    os.killpg(pool.process.pid, signal.SIGTERM)
+    await asyncio.sleep(2)
+    os.kill(pool.process.pid, signal.SIGCONT)  # it takes its SIGTERM now and passes it on
+
+    pool.process.wait(timeout=HONCHO_GRACE_SECONDS)
+    assert job.get_status(refresh=True) == "finished"
+    assert RQWorker.all(connection=redis()) == []
+    assert "stop passed on by the pool" in pool.output()
+    assert "cold shut down" not in pool.output()
+    assert "Traceback" not in pool.output()
+
+
 def register(name: str, *, heartbeat_age: float, promised_ttl: int | None) -> RQWorker:
     worker = RQWorker(["analytics"], name=name, connection=redis())
     worker.register_birth()
