@@ -24,8 +24,10 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 system-deps:
 	@bash api/scripts/system-deps.sh
 
-dev: system-deps $(VENV)/.runtime-installed
-	PATH="$(BIN):$$PATH" PYTHONPATH=api $(BIN)/python -m devtools.devstack run -- honcho -f Procfile start
+# The Procfile's processes plus the operators' tools of Procfile.dev (rq-dashboard).
+dev: system-deps $(VENV)/.dev-installed
+	cat Procfile Procfile.dev > $(VENV)/Procfile.make-dev
+	PATH="$(BIN):$$PATH" PYTHONPATH=api $(BIN)/python -m devtools.devstack run -- honcho -f $(VENV)/Procfile.make-dev -d . start
 
 lint: $(VENV)/.dev-installed
 	cd api && $(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -33,6 +33,7 @@ from backend_app.metrics import repository
 from backend_app.metrics.database import node_families, publisher_for
 from backend_app.metrics.multiprocess import forget_dead_processes, metrics_directory
 from backend_app.metrics.repository import TaskTally
+from backend_app.metrics.shared import read_families
 from backend_app.outbox import repository as outbox_repository
 from backend_app.worker import rq_app
 from backend_app.worker.queues import CELERY_QUEUES, RQ_QUEUES
@@ -140,13 +141,17 @@ def _database_families(tallies: list[TaskTally], backlog: int, oldest_age: float
 
 
 def _broker_figures(settings: Settings) -> dict[str, Any]:
-    """/health/queues' broker report, plus each queue's oldest message (blocking; a thread)."""
+    """/health/queues' broker report, plus each queue's oldest message and the workers' and
+    relay's shared figures (blocking; a thread)."""
     report = broker_report(settings)
     if report["redis"]["reachable"] and "queues" in report:
         try:
             report["celery_heads"], report["rq_oldest_ages"] = _oldest_messages(rq_app.get_redis())
+            report["shared"] = read_families(rq_app.get_redis())
         except (RedisError, ValueError, KeyError) as error:
-            logger.info("metrics: could not read the oldest queued messages (%s)", type(error).__name__)
+            logger.info(
+                "metrics: could not read the oldest queued messages or the shared figures (%s)", type(error).__name__
+            )
     return report
 
 
@@ -219,7 +224,7 @@ def _broker_families(broker: dict[str, Any], celery_ages: dict[str, float]) -> l
             consuming.add_metric(labels, float(canary["consuming"]))
         if canary["last_round_trip_ms"] is not None:
             canary_round_trip.add_metric(labels, canary["last_round_trip_ms"] / 1000)
-    return [*families, depth, oldest, workers, consuming, canary_round_trip]
+    return [*families, depth, oldest, workers, consuming, canary_round_trip, *broker.get("shared", [])]
 
 
 def _celery_age(queue: str, depth: int, ages: dict[str, float]) -> float | None:

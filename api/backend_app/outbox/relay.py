@@ -26,6 +26,7 @@ import pickle
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import asyncpg
 from celery.exceptions import BackendError
@@ -39,6 +40,7 @@ from backend_app.core.tracing import RELAY_SERVICE, setup_tracing, span_from
 from backend_app.db.errors import is_connection_error
 from backend_app.db.lifecycle import init_database
 from backend_app.db.router import DatabaseRouter
+from backend_app.metrics.shared import OUTBOX_PUBLISH_DELAY, OUTBOX_PUBLISH_FAILURES, shared_metrics
 from backend_app.outbox import repository as outbox_repository
 from backend_app.outbox.repository import NOTIFY_CHANNEL, ClaimedMessage
 from backend_app.outbox.service import REDACTED_KEY
@@ -47,7 +49,7 @@ from backend_app.tasks.models import TaskBackend, TaskStatus
 from backend_app.tasks.reconcile import Reconciler
 from backend_app.worker import rq_app
 from backend_app.worker.celery_app import celery_app
-from backend_app.worker.tracking import DB_POSITION_KEY, REQUEST_ID_KEY
+from backend_app.worker.tracking import COMMITTED_AT_KEY, DB_POSITION_KEY, REQUEST_ID_KEY
 
 logger = logging.getLogger("backend_app.outbox.relay")
 
@@ -118,9 +120,10 @@ def _publish(message: ClaimedMessage, db_position: str | None, trace_context: di
     args = message.payload.get("args", [])
     kwargs = message.payload.get("kwargs", {})
     # Celery headers / RQ job meta; each left out when there is none.
-    extras = {
+    extras: dict[str, Any] = {
         key: value for key, value in ((DB_POSITION_KEY, db_position), (REQUEST_ID_KEY, message.request_id)) if value
     }
+    extras[COMMITTED_AT_KEY] = message.committed_at.timestamp()
     extras.update(trace_context)
     if message.backend is TaskBackend.celery:
         # Task events (Flower, logs) show kwargsrepr instead of secrets such as reset tokens.
@@ -163,6 +166,7 @@ class Relay:
             # Every claimed row was committed before this point in the WAL.
             db_position = await outbox_repository.current_wal_position(session) if messages else None
             published: list[ClaimedMessage] = []
+            broker_away = False
             for message in messages:
                 # What is logged about this message names the request that recorded it.
                 with for_request(message.request_id):
@@ -171,6 +175,7 @@ class Relay:
                         in_context = contextvars.copy_context().run
                         await loop.run_in_executor(self._publisher, in_context, publish, message, db_position)
                     except Exception as error:
+                        self._count_failure(message, error)
                         if is_permanent_publish_error(error):
                             # This message can never be published (unknown queue, unserialisable
                             # arguments): fail its task visibly and go on, rather than block the rest.
@@ -194,6 +199,7 @@ class Relay:
                                 type(error).__name__,
                                 delay,
                             )
+                            broker_away = True
                             break  # the rest would fail the same way
                         # Not known to be permanent: keep the task and retry it, loudly.
                         logger.error(
@@ -205,15 +211,34 @@ class Relay:
                         )
                         continue
                     published.append(message)
+                    shared_metrics().observe(
+                        OUTBOX_PUBLISH_DELAY,
+                        (message.backend.value, message.queue),
+                        time.time() - message.committed_at.timestamp(),
+                    )
                     self._broker_failures = 0
                     logger.debug("task %s (%s) published to %s", message.task_id, message.name, message.queue)
             if published:
                 await outbox_repository.mark_sent(session, [m.message_id for m in published])
                 await task_repository.mark_queued(session, [m.task_id for m in published])
+        if messages and not broker_away:
+            # Blocking Redis I/O, so on the publisher's thread. Failures counted while Redis is
+            # away wait in the buffer for the first round that finds it back.
+            await loop.run_in_executor(self._publisher, shared_metrics().flush)
         if published:
             self.published_total += len(published)
             logger.info("published %d task(s); %d since start", len(published), self.published_total)
         return len(published)
+
+    @staticmethod
+    def _count_failure(message: ClaimedMessage, error: BaseException) -> None:
+        if is_permanent_publish_error(error):
+            reason = "permanent"
+        elif is_broker_error(error):
+            reason = "broker"
+        else:
+            reason = "unexpected"
+        shared_metrics().inc(OUTBOX_PUBLISH_FAILURES, (message.backend.value, message.queue, reason))
 
     async def reconcile_if_due(self) -> int:
         """Every TASK_RECONCILE_INTERVAL: give a new outbox row to each task whose message Redis

@@ -29,6 +29,7 @@ class ClaimedMessage:
     publish_attempts: int
     request_id: str | None
     trace_context: dict[str, str] | None
+    committed_at: datetime  # the row's creation, in the transaction that recorded the task
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ async def claim(session: AsyncSession, limit: int) -> list[ClaimedMessage]:
             OutboxMessage.publish_attempts,
             OutboxMessage.request_id,
             OutboxMessage.trace_context,
+            OutboxMessage.created_at,
             TaskRecord.backend,
             TaskRecord.queue,
             TaskRecord.name,
@@ -143,6 +145,7 @@ async def claim(session: AsyncSession, limit: int) -> list[ClaimedMessage]:
             row.publish_attempts,
             row.request_id,
             row.trace_context,
+            row.created_at,
         )
         for row in rows
         if row.status is not TaskStatus.cancelled

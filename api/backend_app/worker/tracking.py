@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -27,6 +28,7 @@ from backend_app.core.tracing import RunningSpan, start_span, trace_context_from
 from backend_app.db.errors import is_connection_error
 from backend_app.db.lifecycle import get_database_router
 from backend_app.db.position import reading_after
+from backend_app.metrics.shared import TASK_RUN_DURATION, TASK_START_DELAY, shared_metrics
 from backend_app.tasks import repository
 from backend_app.tasks.errors import PermanentTaskError, TransientTaskError
 from backend_app.tasks.models import FINISHED_STATUSES, TaskBackend, TaskStatus
@@ -46,6 +48,9 @@ DB_POSITION_KEY = "db_position"
 # The message header (Celery) / job meta key (RQ) holding the id of the request that recorded
 # the task (the relay sets it from the outbox row); the worker's log lines name it.
 REQUEST_ID_KEY = "request_id"
+# The message header (Celery) / job meta key (RQ) holding when the task was committed (Unix
+# time of its outbox row): the worker measures the wait from commit to start against it.
+COMMITTED_AT_KEY = "committed_at"
 
 
 def message_header(request: Any, key: str) -> Any:
@@ -69,13 +74,13 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-async def _start(task_id: str, backend: TaskBackend, queue: str, name: str, payload: dict[str, Any]) -> bool:
-    """True when the task should run; False for a duplicate of a finished task."""
+async def _start(task_id: str, backend: TaskBackend, queue: str, name: str, payload: dict[str, Any]) -> int | None:
+    """The attempt to run now; None for a duplicate of a finished task (or one past its limit)."""
     async with get_database_router().write_session() as session:
         attempt = await repository.start(
             session, task_id=task_id, backend=backend, queue=queue, name=name, payload=payload
         )
-    return await _admit(task_id, name, attempt)
+    return attempt if await _admit(task_id, name, attempt) else None
 
 
 async def _admit(task_id: str, name: str, attempt: int | None) -> bool:
@@ -105,6 +110,25 @@ async def _finish(
         await repository.finish(session, task_id=task_id, status=status, result=result, error=error)
         if redact and status in FINISHED_STATUSES:
             await repository.redact_kwargs(session, task_id=task_id, names=redact)
+
+
+def _observe_start(backend: TaskBackend, queue: str, name: str, attempt: int | None, committed_at: Any) -> None:
+    """The wait from commit to start, for a task's first attempt (later ones wait out a
+    backoff on purpose). Clocks of two machines: NTP keeps them within milliseconds."""
+    if attempt != 1 or committed_at is None:
+        return  # a task enqueued directly, not through the outbox, has no commit to measure from
+    try:
+        waited = time.time() - float(committed_at)
+    except (TypeError, ValueError):
+        return
+    shared_metrics().observe(TASK_START_DELAY, (backend.value, queue, name), waited)
+
+
+def _observe_run(backend: TaskBackend, queue: str, name: str, *, succeeded: bool, began: float | None) -> None:
+    """One attempt's run time; `failed` covers any attempt that raised (retried or not)."""
+    if began is not None:
+        outcome = "succeeded" if succeeded else "failed"
+        shared_metrics().observe(TASK_RUN_DURATION, (backend.value, queue, name, outcome), time.monotonic() - began)
 
 
 def _record(task_id: str, status: TaskStatus, **details: Any) -> None:
@@ -148,33 +172,47 @@ class TrackedTask(Task):
         queue = (self.request.delivery_info or {}).get("routing_key") or self.queue or "emails"
         payload = {"args": list(args), "kwargs": kwargs}
         try:
-            should_run = run_async(_start(task_id, TaskBackend.celery, queue, self.name, payload))
+            attempt = run_async(_start(task_id, TaskBackend.celery, queue, self.name, payload))
         except Exception as error:
             if not is_connection_error(error):
                 raise
             # Without its record the task must not run; try again once the database is back.
             logger.warning("task %s (%s): database unavailable at start; retrying", task_id, self.name)
             raise self.retry(exc=TransientTaskError(describe(error)), countdown=5, max_retries=None) from None
-        self.request.tracking_skipped = not should_run
-        if not should_run:
+        self.request.tracking_skipped = attempt is None
+        if attempt is None:
             return None
+        _observe_start(TaskBackend.celery, queue, self.name, attempt, message_header(self.request, COMMITTED_AT_KEY))
+        self.request.run_queue, self.request.run_began = queue, time.monotonic()
         with reading_after(message_header(self.request, DB_POSITION_KEY)):
             return self.run(*args, **kwargs)
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not getattr(self.request, "tracking_skipped", False):
+            self._observe_run(succeeded=True)
             _record(task_id, TaskStatus.succeeded, result=small_result(retval), redact=self.redacted_kwargs)
             logger.info("task %s (%s) succeeded", task_id, self.name)
+            shared_metrics().flush()
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        self._observe_run(succeeded=False)
         _record(task_id, TaskStatus.retrying, error=describe(exc))
         logger.warning("task %s (%s) will retry: %s", task_id, self.name, describe(exc))
+        shared_metrics().flush()
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         exhausted = isinstance(exc, TransientTaskError) or self.request.retries >= (self.max_retries or 0)
         status = TaskStatus.dead if exhausted and not isinstance(exc, PermanentTaskError) else TaskStatus.failed
+        self._observe_run(succeeded=False)
         _record(task_id, status, error=describe(exc), redact=self.redacted_kwargs)
         logger.error("task %s (%s) %s: %s", task_id, self.name, status.value, describe(exc))
+        shared_metrics().flush()
+
+    def _observe_run(self, *, succeeded: bool) -> None:
+        # Not set when the attempt never ran (its start could not be recorded, or it was skipped).
+        began = getattr(self.request, "run_began", None)
+        if began is not None:
+            _observe_run(TaskBackend.celery, self.request.run_queue, self.name, succeeded=succeeded, began=began)
 
 
 # Each running Celery task's token for `request_id_var`, kept from prerun to postrun.
@@ -300,10 +338,12 @@ class JobBatch:
         self._succeeded[job_id] = small_result(result)
 
     def record_successes(self) -> None:
-        """Write the successes collected so far in one statement."""
+        """Write the successes collected so far in one statement (and their run times in one
+        Redis round trip)."""
         succeeded, self._succeeded = self._succeeded, {}
         if not succeeded:
             return
+        shared_metrics().flush()
         try:
             run_async_when_database_answers(lambda: _succeed_many(succeeded))
         except Exception as error:
@@ -412,21 +452,29 @@ def tracked_job(func: Callable[P, R]) -> Callable[P, R]:
             should_run = run_async(_admit(job.id, job.func_name, attempt))
         else:
             payload = {"args": list(args), "kwargs": dict(kwargs)}
-            should_run = run_async(_start(job.id, TaskBackend.rq, job.origin, job.func_name, payload))
+            attempt = run_async(_start(job.id, TaskBackend.rq, job.origin, job.func_name, payload))
+            should_run = attempt is not None
         if not should_run:
             return None  # type: ignore[return-value]
+        _observe_start(TaskBackend.rq, job.origin, job.func_name, attempt, job.meta.get(COMMITTED_AT_KEY))
+        began = time.monotonic()
         try:
             with reading_after(job.meta.get(DB_POSITION_KEY)):
                 result = func(*args, **kwargs)
-        except PermanentTaskError:
-            job.retries_left = 0  # RQ retries any exception; this one must not be
+        except Exception as error:
+            if isinstance(error, PermanentTaskError):
+                job.retries_left = 0  # RQ retries any exception; this one must not be
+            _observe_run(TaskBackend.rq, job.origin, job.func_name, succeeded=False, began=began)
+            shared_metrics().flush()
             raise
+        _observe_run(TaskBackend.rq, job.origin, job.func_name, succeeded=True, began=began)
         if started_by_batch:
             assert batch is not None
-            batch.succeeded(job.id, result)
+            batch.succeeded(job.id, result)  # its figures go with the batch's successes
             return result
         _record(job.id, TaskStatus.succeeded, result=small_result(result))
         logger.info("job %s (%s) succeeded", job.id, job.func_name)
+        shared_metrics().flush()
         return result
 
     setattr(wrapper, TRACKED_MARK, True)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from redis import Redis
+
+from backend_app.metrics.shared import read_families
 
 
 def samples(exposition: str) -> list[Sample]:
@@ -18,3 +23,15 @@ def values(exposition: str, name: str) -> dict[tuple[tuple[str, str], ...], floa
 def value(exposition: str, name: str, **labels: str) -> float:
     """The one sample called `name` with exactly these labels; 0 when there is none yet."""
     return values(exposition, name).get(tuple(sorted(labels.items())), 0.0)
+
+
+def shared_exposition(redis: Redis) -> str:
+    """The figures workers and the relay keep in Redis, as a scrape shows them."""
+
+    class Shared:
+        def collect(self) -> list[Metric]:
+            return read_families(redis)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Shared())
+    return generate_latest(registry).decode()

@@ -120,6 +120,37 @@ async def test_a_scrape_after_traffic_and_background_work_reports_every_family(
     }
     assert succeeded_backends == {"celery", "rq"}
 
+    # Timings the workers and the relay add to Redis: one run observed per success, a start
+    # delay per first attempt, a publish delay per outbox row published, for both backends.
+    def grown(name: str, **labels: str) -> dict[tuple[str, ...], float]:
+        growth: dict[tuple[str, ...], float] = {}
+        for key, figure in values(after, name).items():
+            if all(dict(key).get(label) == wanted for label, wanted in labels.items()):
+                growth[key] = figure - values(before, name).get(key, 0.0)
+        return {key: figure for key, figure in growth.items() if figure}
+
+    def by_task(figures: dict[tuple[str, ...], float]) -> dict[tuple[str, str, str], float]:
+        return {(dict(k)["backend"], dict(k)["queue"], dict(k)["task"]): v for k, v in figures.items()}
+
+    succeeded = {
+        (backend, queue, task): records - values(before, "jobplatform_task_records").get(labels, 0.0)
+        for labels, records in expected_records.items()
+        for backend, queue, status, task in [tuple(part for _, part in labels)]
+        if status == "succeeded"
+    }
+    succeeded = {key: count for key, count in succeeded.items() if count}
+    runs = by_task(grown("jobplatform_task_run_duration_seconds_count", outcome="succeeded"))
+    assert runs == succeeded
+    start_counts = grown("jobplatform_task_start_delay_seconds_count")
+    starts = by_task(start_counts)
+    assert {backend for backend, _, _ in starts} == {"celery", "rq"}
+    assert starts.keys() <= succeeded.keys()
+    for labels, waited in grown("jobplatform_task_start_delay_seconds_sum").items():
+        assert 0 < waited / start_counts[labels] < 60
+    published = grown("jobplatform_outbox_publish_delay_seconds_count")
+    assert {dict(labels)["backend"] for labels in published} == {"celery", "rq"}
+    assert sum(published.values()) >= sum(starts.values())
+
     # Outbox: everything published.
     assert value(after, "jobplatform_outbox_backlog_messages") == 0
     assert value(after, "jobplatform_outbox_oldest_unpublished_age_seconds") == 0

@@ -14,13 +14,20 @@ from redis import exceptions as redis_errors
 
 from backend_app.core.config import Settings
 from backend_app.outbox.relay import is_broker_error, is_permanent_publish_error
+from backend_app.worker import rq_app
 from devtools.devstack import LocalStack
 from tests.conftest import query
+from tests.metrics.scrape import shared_exposition, values
 from tests.processes import Worker, relay, wait_until
 
 
 def all_succeeded(stack: LocalStack, expected: int) -> bool:
     return query(stack, "SELECT count(*) FROM task_records WHERE status = 'succeeded'") == str(expected)
+
+
+def broker_failures() -> float:
+    failures = values(shared_exposition(rq_app.get_redis()), "jobplatform_outbox_publish_failures_total")
+    return sum(count for labels, count in failures.items() if ("reason", "broker") in labels)
 
 
 def published_counts(relay_worker: Worker) -> int:
@@ -77,6 +84,7 @@ async def test_writes_succeed_while_redis_is_down_and_every_task_runs_once_after
     rq_process: Worker,
 ) -> None:
     assert stack.redis is not None
+    failures_before = broker_failures()
     stack.redis.stop()
     keys = [f"down-{n}" for n in range(10)]
     for n, key in enumerate(keys):
@@ -98,6 +106,8 @@ async def test_writes_succeed_while_redis_is_down_and_every_task_runs_once_after
 
     assert query(stack, "SELECT count(*) FROM test_task_effects") == "10"
     assert query(stack, "SELECT count(*) FROM test_task_runs") == "10", "a task ran more than once"
+    # The failed publishes were counted while Redis was away, and reached it once it was back.
+    assert broker_failures() > failures_before
 
 
 async def test_relay_killed_mid_publish_loses_nothing_and_effects_happen_once(
