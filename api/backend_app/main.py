@@ -14,7 +14,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
 
 from backend_app.analytics.router import router as analytics_router
-from backend_app.auth.dependencies import get_current_admin, get_optional_user, get_verified_user
+from backend_app.auth.dependencies import (
+    get_current_admin,
+    get_current_admin_on_primary,
+    get_optional_user,
+    get_optional_user_on_primary,
+    get_verified_user_on_primary,
+)
 from backend_app.auth.router import router as auth_router
 from backend_app.core.config import Settings, get_settings
 from backend_app.core.errors import install_exception_handlers
@@ -145,8 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         document_errors(
             router,
             sessions=(get_db_read, get_db_write),
-            administrators_only=(get_current_admin, get_verified_user),
-            sign_in_optional=(get_optional_user, may_see_details),
+            administrators_only=(get_current_admin, get_current_admin_on_primary, get_verified_user_on_primary),
+            sign_in_optional=(get_optional_user, get_optional_user_on_primary, may_see_details),
         )
         app.include_router(router)
     # For operators' scrapers, outside the OpenAPI document (README, "Observing it").

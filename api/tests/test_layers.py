@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,3 +201,35 @@ def test_the_allowed_exceptions_still_exist() -> None:
     for path, function_name in GET_ROUTES_THAT_WRITE:
         functions = {function.name: method for method, function in routes(by_path[path])}
         assert functions.get(function_name) == "get", (path, function_name)
+
+
+def test_a_route_that_writes_reads_only_through_its_write_session() -> None:
+    # One connection per request: the caller's account and the objects in the path are read in
+    # the route's own primary transaction (`CurrentUserOnPrimary`, `FollowableUser`, ...), not
+    # on a replica session opened beside it (two checkouts, two transactions; issue 15).
+    from fastapi import FastAPI
+    from fastapi.routing import APIRoute
+
+    from backend_app.core.openapi import dependency_calls
+    from backend_app.db.dependencies import get_db_read, get_db_write
+    from backend_app.main import create_app
+
+    def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            included = getattr(route, "original_router", None)  # FastAPI's included routers
+            if included is not None:
+                yield from api_routes(included.routes)
+
+    app = create_app()
+    assert isinstance(app, FastAPI)
+    routes = list(api_routes(app.routes))
+    writing = [route for route in routes if get_db_write in dependency_calls(route.dependant)]
+    assert len(writing) > 30
+    both = sorted(
+        f"{'/'.join(sorted(route.methods))} {route.path}"
+        for route in writing
+        if get_db_read in dependency_calls(route.dependant)
+    )
+    assert both == []

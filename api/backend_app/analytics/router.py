@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from backend_app.analytics import service
 from backend_app.analytics.buffer import new_event
 from backend_app.analytics.schemas import Accepted, DayCount, EventBatch, JobStatsOut, UserStatsOut
-from backend_app.auth.dependencies import CurrentUser, OptionalUser
+from backend_app.auth.dependencies import CurrentUser, CurrentUserOnPrimary, OptionalUserOnPrimary
 from backend_app.core import rate_limit
 from backend_app.core.config import get_settings
 from backend_app.core.openapi import RowId, errors
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/analytics", tags=["analytics"])
     responses=errors(429),
     summary="Record client events",
 )
-async def ingest(batch: EventBatch, request: Request, user: OptionalUser, session: WriteSession) -> Accepted:
+async def ingest(batch: EventBatch, request: Request, user: OptionalUserOnPrimary, session: WriteSession) -> Accepted:
     """Up to 100 client events per call; anonymous callers are welcome (user_id empty).
     RATE_LIMIT_ANALYTICS_PER_CLIENT calls per signed-in user, or per address when anonymous."""
     client = f"user:{user.id}" if user else f"address:{rate_limit.client_address(request)}"
@@ -61,7 +61,7 @@ async def user_stats(user_id: RowId, session: ReadSession, user: CurrentUser) ->
 
 
 @router.post("/users/me/stats/refresh", status_code=status.HTTP_202_ACCEPTED, responses=errors(429))
-async def refresh_my_stats(user: CurrentUser, session: WriteSession) -> dict[str, str]:
+async def refresh_my_stats(user: CurrentUserOnPrimary, session: WriteSession) -> dict[str, str]:
     """Recompute your figures in the background: 202 with the `task_id` to follow at `GET /api/tasks/{task_id}`.
     RATE_LIMIT_STATS_REFRESH_PER_USER calls per user (429 beyond)."""
     await rate_limit.hit(

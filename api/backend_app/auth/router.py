@@ -8,7 +8,7 @@ import contextlib
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from backend_app.auth import service
-from backend_app.auth.dependencies import CurrentUser, SignedIn
+from backend_app.auth.dependencies import CurrentUserOnPrimary, SignedIn, SignedInOnPrimary
 from backend_app.auth.schemas import (
     Credentials,
     EmailVerification,
@@ -94,7 +94,7 @@ async def refresh(body: RefreshRequest, request: Request) -> TokenPair:
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(caller: SignedIn, session: WriteSession, body: SignOut | None = None) -> Response:
+async def logout(caller: SignedInOnPrimary, session: WriteSession, body: SignOut | None = None) -> Response:
     """Sign out this session (its access and refresh tokens stop working), or, with
     `{"all_sessions": true}`, every session of the account. The body is optional."""
     await service.sign_out(session=session, token=caller.token, all_sessions=body.all_sessions if body else False)
@@ -110,7 +110,7 @@ async def list_sessions(caller: SignedIn, session: ReadSession, limit: Limit = 2
 
 
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
-async def revoke_session(session_id: RowId, user: CurrentUser, session: WriteSession) -> Response:
+async def revoke_session(session_id: RowId, user: CurrentUserOnPrimary, session: WriteSession) -> Response:
     """Sign out one of your sessions (a lost phone); its tokens stop working. Another
     account's session is a 404."""
     try:
@@ -135,7 +135,7 @@ async def verify_email(body: EmailVerification, session: WriteSession) -> UserOu
 
 
 @router.post("/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, responses=errors(409, 429))
-async def resend_verification_email(user: CurrentUser, session: WriteSession) -> dict[str, str]:
+async def resend_verification_email(user: CurrentUserOnPrimary, session: WriteSession) -> dict[str, str]:
     """Email a new verification link to the signed-in account (links sent before stay valid
     until they expire or one is used). At most 3 an hour (429); 409 once the address is
     confirmed."""

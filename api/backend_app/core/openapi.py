@@ -137,10 +137,11 @@ def _takes_a_body(dependant: Dependant) -> bool:
     return bool(dependant.body_params) or any(_takes_a_body(sub) for sub in dependant.dependencies)
 
 
-def _calls(dependant: Dependant) -> Iterator[Any]:
+def dependency_calls(dependant: Dependant) -> Iterator[Any]:
+    """Every callable a route depends on, directly or through other dependencies."""
     for dependency in dependant.dependencies:
         yield dependency.call
-        yield from _calls(dependency)
+        yield from dependency_calls(dependency)
 
 
 def document_errors(
@@ -159,7 +160,7 @@ def document_errors(
     for route in router.routes:
         if not isinstance(route, APIRoute):
             continue
-        calls = list(_calls(route.dependant))
+        calls = list(dependency_calls(route.dependant))
         statuses = set()
         if any(isinstance(call, SecurityBase) for call in calls):
             statuses.add(401)

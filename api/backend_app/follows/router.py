@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend_app.auth.dependencies import CurrentUser
+from backend_app.auth.dependencies import CurrentUser, CurrentUserOnPrimary
 from backend_app.core.openapi import RowId
 from backend_app.core.pagination import Limit, Offset
 from backend_app.db.dependencies import ReadSession, WriteSession
@@ -18,7 +19,7 @@ from backend_app.users.schemas import UserPage, UserPublic
 router = APIRouter(prefix="/api/users/{user_id}", tags=["follows"])
 
 
-async def valid_user_id(user_id: RowId, session: ReadSession) -> User:
+async def _active_user(session: AsyncSession, user_id: int) -> User:
     """The account in the path; a deleted one is no longer there to follow."""
     user = await users.get_active(session, user_id)
     if user is None:
@@ -26,11 +27,21 @@ async def valid_user_id(user_id: RowId, session: ReadSession) -> User:
     return user
 
 
+async def valid_user_id(user_id: RowId, session: ReadSession) -> User:
+    return await _active_user(session, user_id)
+
+
+async def followable_user_id(user_id: RowId, session: WriteSession) -> User:
+    """`valid_user_id` for following and unfollowing: read in the route's own primary transaction."""
+    return await _active_user(session, user_id)
+
+
 ValidUser = Annotated[User, Depends(valid_user_id)]
+FollowableUser = Annotated[User, Depends(followable_user_id)]
 
 
 @router.post("/follow", status_code=status.HTTP_204_NO_CONTENT, summary="Follow a user")
-async def follow(user: CurrentUser, followed: ValidUser, session: WriteSession) -> Response:
+async def follow(user: CurrentUserOnPrimary, followed: FollowableUser, session: WriteSession) -> Response:
     """Idempotent: following someone you already follow changes nothing and notifies nobody."""
     try:
         await service.follow(session=session, follower=user, followed=followed)
@@ -40,7 +51,7 @@ async def follow(user: CurrentUser, followed: ValidUser, session: WriteSession) 
 
 
 @router.delete("/follow", status_code=status.HTTP_204_NO_CONTENT, summary="Unfollow a user")
-async def unfollow(user: CurrentUser, followed: ValidUser, session: WriteSession) -> Response:
+async def unfollow(user: CurrentUserOnPrimary, followed: FollowableUser, session: WriteSession) -> Response:
     """Stop following a user. Idempotent: 204 whether or not you followed them; 404 for an unknown or deleted
     account."""
     await service.unfollow(session=session, follower=user, followed_id=followed.id)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from backend_app.analytics import service as analytics
 from backend_app.analytics.buffer import new_event
-from backend_app.auth.dependencies import CurrentUser, OptionalUser, VerifiedUser
+from backend_app.auth.dependencies import CurrentUser, CurrentUserOnPrimary, OptionalUser, VerifiedUser
 from backend_app.core.errors import invalid
 from backend_app.core.openapi import RowId, errors, text
 from backend_app.core.pagination import Limit, Offset
@@ -92,7 +92,9 @@ async def get_job(job: ValidJob, user: OptionalUser) -> JobOut:
 
 
 @router.patch("/api/jobs/{job_id}", response_model=JobOut, responses=errors(403))
-async def update_job(user: CurrentUser, job: ValidJobForUpdate, changes: JobUpdate, session: WriteSession) -> JobOut:
+async def update_job(
+    user: CurrentUserOnPrimary, job: ValidJobForUpdate, changes: JobUpdate, session: WriteSession
+) -> JobOut:
     """Change a posting (its employer only; 403 for anyone else), sending only the fields that change. `{"closed":
     true}` closes it to new applications, `false` reopens it. A change that would leave `salary_min` above
     `salary_max` is a 422."""
@@ -107,7 +109,7 @@ async def update_job(user: CurrentUser, job: ValidJobForUpdate, changes: JobUpda
 
 
 @router.delete("/api/jobs/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(403))
-async def delete_job(user: CurrentUser, job: ValidJobForUpdate, session: WriteSession) -> Response:
+async def delete_job(user: CurrentUserOnPrimary, job: ValidJobForUpdate, session: WriteSession) -> Response:
     """Delete a posting and the applications to it (its employer only; 403 for anyone else). To stop applications but
     keep them, close it instead (`PATCH` with `{"closed": true}`)."""
     try:
@@ -165,7 +167,7 @@ async def job_applications(
     "/api/jobs/{job_id}/applications/{application_id}", response_model=ApplicationOut, responses=errors(403, 409)
 )
 async def move_application(
-    user: CurrentUser,
+    user: CurrentUserOnPrimary,
     job: ValidJobOnPrimary,
     application: ValidApplicationForUpdate,
     change: ApplicationStageChange,
@@ -197,7 +199,7 @@ async def move_application(
     responses=errors(403, 409),
 )
 async def withdraw_application(
-    user: CurrentUser, job: ValidJobOnPrimary, application: ValidApplicationForUpdate, session: WriteSession
+    user: CurrentUserOnPrimary, job: ValidJobOnPrimary, application: ValidApplicationForUpdate, session: WriteSession
 ) -> ApplicationOut:
     """Withdraw your own application (the applicant only; 403 for anyone else): its status
     becomes `withdrawn`, final, and the employer still sees it in the job's applications. Once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from backend_app.auth.dependencies import CurrentUser, VerifiedUser
+from backend_app.auth.dependencies import CurrentUser, CurrentUserOnPrimary, VerifiedUser
 from backend_app.core.openapi import RowId, errors
 from backend_app.core.pagination import Limit, Offset
 from backend_app.db.dependencies import ReadSession, WriteSession
@@ -46,7 +46,7 @@ async def threads(user: CurrentUser, session: ReadSession, limit: Limit = 20, of
 
 @router.get("/{other_user_id}", response_model=MessagePage, summary="Read a conversation")
 async def conversation(
-    other_user_id: RowId, user: CurrentUser, session: WriteSession, limit: Limit = 20, offset: Offset = 0
+    other_user_id: RowId, user: CurrentUserOnPrimary, session: WriteSession, limit: Limit = 20, offset: Offset = 0
 ) -> MessagePage:
     """Newest first; opening it marks the other person's messages read."""
     found, total = await service.open_conversation(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response, status
 
-from backend_app.auth.dependencies import CurrentUser
+from backend_app.auth.dependencies import CurrentUser, CurrentUserOnPrimary
 from backend_app.core.openapi import RowId, errors
 from backend_app.core.pagination import Limit, Offset
 from backend_app.db.dependencies import ReadSession, WriteSession
@@ -39,7 +39,7 @@ async def list_notifications(
 
 
 @router.post("/notifications/read-all", summary="Mark all notifications read")
-async def read_all(user: CurrentUser, session: WriteSession) -> dict[str, int]:
+async def read_all(user: CurrentUserOnPrimary, session: WriteSession) -> dict[str, int]:
     """Mark every unread notification of yours read; answers how many it marked (`marked_read`)."""
     return {"marked_read": await service.mark_all_read(session=session, user_id=user.id)}
 
@@ -47,7 +47,7 @@ async def read_all(user: CurrentUser, session: WriteSession) -> dict[str, int]:
 @router.post(
     "/notifications/{notification_id}/read", response_model=NotificationOut, summary="Mark a notification read"
 )
-async def read_one(notification_id: RowId, user: CurrentUser, session: WriteSession) -> NotificationOut:
+async def read_one(notification_id: RowId, user: CurrentUserOnPrimary, session: WriteSession) -> NotificationOut:
     """Mark one of your notifications read and answer it (marking it again changes nothing). Another user's
     notification is a 404, as an unknown one."""
     try:
@@ -66,7 +66,9 @@ async def read_one(notification_id: RowId, user: CurrentUser, session: WriteSess
         **errors(409),
     },
 )
-async def register_device(device: DeviceIn, user: CurrentUser, session: WriteSession, response: Response) -> DeviceOut:
+async def register_device(
+    device: DeviceIn, user: CurrentUserOnPrimary, session: WriteSession, response: Response
+) -> DeviceOut:
     """A device token belongs to one account at a time: 201 when added, 200 when this account
     had it already; 409 while another account has it, until that account removes it
     (`DELETE /api/devices/{device_id}` when signing out on the device)."""
@@ -93,7 +95,7 @@ async def list_devices(user: CurrentUser, session: ReadSession, limit: Limit = 2
 
 
 @router.delete("/devices/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def remove_device(device_id: RowId, user: CurrentUser, session: WriteSession) -> Response:
+async def remove_device(device_id: RowId, user: CurrentUserOnPrimary, session: WriteSession) -> Response:
     """Stop pushing to one of your devices (signing out on it); another account may then register it."""
     try:
         await service.remove_device(session=session, user_id=user.id, device_id=device_id)
@@ -112,7 +114,7 @@ async def get_preferences(user: CurrentUser, session: ReadSession) -> list[Prefe
 
 
 @router.put("/notifications/preferences", response_model=PreferenceOut)
-async def set_preference(preference: PreferenceIn, user: CurrentUser, session: WriteSession) -> PreferenceOut:
+async def set_preference(preference: PreferenceIn, user: CurrentUserOnPrimary, session: WriteSession) -> PreferenceOut:
     """Set whether notifications of one type are pushed to your devices and emailed (`push` and `email` default to true
     when left out); answers the preference now in force. Only `message` notifications are emailed."""
     await service.set_preference(

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 
-from backend_app.auth.dependencies import CurrentUser
+from backend_app.auth.dependencies import CurrentUser, CurrentUserOnPrimary
 from backend_app.core.errors import get_or_404
 from backend_app.core.openapi import RowId, errors
 from backend_app.core.pagination import Limit, Offset
@@ -51,7 +51,7 @@ def _post_out(row: Any) -> PostOut:
 
 
 @router.post("", response_model=PostOut, status_code=status.HTTP_201_CREATED)
-async def create_post(post: PostCreate, user: CurrentUser, session: WriteSession) -> PostOut:
+async def create_post(post: PostCreate, user: CurrentUserOnPrimary, session: WriteSession) -> PostOut:
     """Publish a post as the signed-in user; it shows in your own feed and your followers'."""
     created = await service.create_post(session=session, author=user, body=post.body)
     return PostOut(id=created.id, author_id=created.author_id, body=created.body, created_at=created.created_at)
@@ -66,14 +66,14 @@ async def feed(user: CurrentUser, session: ReadSession, limit: Limit = 20, offse
 
 
 @router.post("/{post_id}/like", response_model=LikeOut, summary="Like a post")
-async def like(user: CurrentUser, post: ValidPost, session: WriteSession) -> LikeOut:
+async def like(user: CurrentUserOnPrimary, post: ValidPost, session: WriteSession) -> LikeOut:
     """Like a post. Idempotent: liking it again changes nothing. The author (unless it is you) is notified once per
     liker. Answers the post's like count."""
     return LikeOut(liked=True, like_count=await service.like(session=session, post=post, user=user))
 
 
 @router.delete("/{post_id}/like", status_code=status.HTTP_204_NO_CONTENT, summary="Unlike a post")
-async def unlike(user: CurrentUser, post: ValidPost, session: WriteSession) -> Response:
+async def unlike(user: CurrentUserOnPrimary, post: ValidPost, session: WriteSession) -> Response:
     """Take back your like of a post. Idempotent: 204 whether or not you had liked it (a
     retried request must not fail); 404 only when there is no such post."""
     await service.unlike(session=session, post=post, user=user)
@@ -81,7 +81,7 @@ async def unlike(user: CurrentUser, post: ValidPost, session: WriteSession) -> R
 
 
 @router.delete("/{post_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(403))
-async def delete_post(user: CurrentUser, post: ValidPost, session: WriteSession) -> Response:
+async def delete_post(user: CurrentUserOnPrimary, post: ValidPost, session: WriteSession) -> Response:
     """Delete your own post (403 for anyone else's, as for jobs); its comments and likes go
     with it."""
     try:
@@ -94,7 +94,9 @@ async def delete_post(user: CurrentUser, post: ValidPost, session: WriteSession)
 @router.post(
     "/{post_id}/comments", response_model=CommentOut, status_code=status.HTTP_201_CREATED, summary="Comment on a post"
 )
-async def comment(user: CurrentUser, post: ValidPost, body: CommentCreate, session: WriteSession) -> CommentOut:
+async def comment(
+    user: CurrentUserOnPrimary, post: ValidPost, body: CommentCreate, session: WriteSession
+) -> CommentOut:
     """Comment on a post as the signed-in user; the post's author (unless it is you) is notified."""
     return CommentOut.model_validate(await service.comment(session=session, post=post, author=user, body=body.body))
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 
-from backend_app.auth.dependencies import CurrentAdmin, CurrentUser
+from backend_app.auth.dependencies import CurrentAdmin, CurrentAdminOnPrimary, CurrentUser, CurrentUserOnPrimary
 from backend_app.core.openapi import errors, text
 from backend_app.core.pagination import Limit, Offset
 from backend_app.db.dependencies import ReadSession, WriteSession
@@ -43,7 +43,7 @@ async def get_task(task_id: TaskId, session: ReadSession, user: CurrentUser) -> 
 
 
 @router.delete("/api/tasks/{task_id}", response_model=TaskOut, responses=errors(409))
-async def cancel_task(task_id: TaskId, session: WriteSession, user: CurrentUser) -> TaskOut:
+async def cancel_task(task_id: TaskId, session: WriteSession, user: CurrentUserOnPrimary) -> TaskOut:
     """Cancel a task that has not started (pending, queued or retrying): it becomes `cancelled` and does not run. Its
     owner or an administrator; 404 to anyone else; 409 once it has started or finished."""
     try:
@@ -57,7 +57,7 @@ async def cancel_task(task_id: TaskId, session: WriteSession, user: CurrentUser)
 @router.post(
     "/api/tasks/{task_id}/requeue", response_model=TaskOut, status_code=status.HTTP_202_ACCEPTED, responses=errors(409)
 )
-async def requeue_task(task_id: TaskId, session: WriteSession, _admin: CurrentAdmin) -> TaskOut:
+async def requeue_task(task_id: TaskId, session: WriteSession, _admin: CurrentAdminOnPrimary) -> TaskOut:
     """Administrators only: run a `failed` or `dead` task again (its status goes back to `pending`); 409 for a task in
     any other status."""
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query, Request, Response, status
 
 from backend_app.auth import service as auth_service
-from backend_app.auth.dependencies import CurrentUser, SignedIn
+from backend_app.auth.dependencies import CurrentUser, CurrentUserOnPrimary, SignedInOnPrimary
 from backend_app.auth.schemas import TokenPair
 from backend_app.core.errors import ApiError, invalid
 from backend_app.core.openapi import RowId, errors, text
@@ -43,7 +43,7 @@ async def me(user: CurrentUser) -> UserOut:
 
 
 @router.patch("/me", response_model=UserOut, responses=errors(409), summary="Update my account")
-async def update_me(changes: UserUpdate, user: CurrentUser, session: WriteSession) -> UserOut:
+async def update_me(changes: UserUpdate, user: CurrentUserOnPrimary, session: WriteSession) -> UserOut:
     """Change your username, first or last name: send only what changes (a null or absent field stays as it is). 409 if
     the username is taken (compared case-insensitively)."""
     try:
@@ -55,7 +55,7 @@ async def update_me(changes: UserUpdate, user: CurrentUser, session: WriteSessio
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 429), summary="Delete my account")
 async def delete_me(
-    body: AccountDeletion, user: CurrentUser, session: WriteSession, background: BackgroundTasks
+    body: AccountDeletion, user: CurrentUserOnPrimary, session: WriteSession, background: BackgroundTasks
 ) -> Response:
     """Delete your account; needs the current password (a wrong one counts as a failed
     sign-in). Your profile, posts, likes, comments, follows, devices, notifications, videos and
@@ -75,7 +75,9 @@ async def delete_me(
 
 
 @router.post("/me/password", response_model=TokenPair, responses=errors(401, 429))
-async def change_password(body: PasswordChange, caller: SignedIn, request: Request, session: WriteSession) -> TokenPair:
+async def change_password(
+    body: PasswordChange, caller: SignedInOnPrimary, request: Request, session: WriteSession
+) -> TokenPair:
     """Needs the current password. Every other session ends (their access and refresh tokens
     stop working), and so does every outstanding reset link; the answer is a new token pair
     for this session (its earlier access and refresh tokens stop working too)."""
