@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,6 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publishing = None
         if settings.metrics_enabled:
             publishing = asyncio.create_task(publisher_for(router).publish_periodically(), name="router-metrics")
+        # Everything made so far (imported modules, mappers, compiled models) lives as long as
+        # the process: out of the collector's sight, each full collection walks only what
+        # requests make. It was a tenth of a request's CPU time in the profile (issue 15).
+        gc.freeze()
         try:
             yield
         finally:

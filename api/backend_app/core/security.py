@@ -7,7 +7,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 
 import jwt
 from argon2 import PasswordHasher
@@ -98,11 +98,30 @@ def create_access_token(
     return jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM)
 
 
+# Verified tokens kept per process: a client sends the same token for up to its 15 minutes,
+# and checking the signature and parsing the claims again each time was 4.5 % of a signed-in
+# write's CPU time. Only tokens that verified are kept (an exception is never cached), so a
+# client sending junk cannot fill it; the expiry is still checked on every call.
+VERIFIED_TOKENS_KEPT = 4096
+
+
 def read_access_token(token: str) -> AccessToken:
     """The user id, token version and session id in a valid access token."""
+    access, expires = _verified_access_token(token, get_settings().secret_key)
+    if expires <= datetime.now(UTC).timestamp():
+        raise InvalidTokenError("Signature has expired")
+    return access
+
+
+@lru_cache(maxsize=VERIFIED_TOKENS_KEPT)
+def _verified_access_token(token: str, secret_key: str) -> tuple[AccessToken, float]:
+    """The token's claims once its signature and shape check out, and when it expires."""
     try:
         claims = jwt.decode(
-            token, get_settings().secret_key, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
+            token,
+            secret_key,
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "exp"], "verify_exp": False},  # checked by the caller
         )
         if claims.get("type") != "access":
             raise InvalidTokenError("not an access token")
@@ -112,7 +131,10 @@ def read_access_token(token: str) -> AccessToken:
         session_id = claims.get("sid")
         if session_id is not None and (not isinstance(session_id, int) or isinstance(session_id, bool)):
             raise InvalidTokenError("malformed session id")
-        return AccessToken(user_id=int(claims["sub"]), version=version, session_id=session_id)
+        expires = claims["exp"]
+        if not isinstance(expires, int | float) or isinstance(expires, bool):
+            raise InvalidTokenError("malformed expiry")
+        return AccessToken(user_id=int(claims["sub"]), version=version, session_id=session_id), float(expires)
     except (jwt.PyJWTError, ValueError) as error:
         raise InvalidTokenError(str(error)) from error
 
