@@ -47,9 +47,12 @@ async def test_startup_moves_what_lives_forever_out_of_the_collectors_sight(stac
     from backend_app.main import create_app
 
     gc.unfreeze()
+    threshold = gc.get_threshold()
     app = create_app()
     try:
         async with app.router.lifespan_context(app):
             assert gc.get_freeze_count() > 10_000
+            assert gc.get_threshold()[0] >= 10_000
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
