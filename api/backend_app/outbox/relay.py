@@ -218,13 +218,14 @@ class Relay:
                     )
                     self._broker_failures = 0
                     logger.debug("task %s (%s) published to %s", message.task_id, message.name, message.queue)
+            if messages and not broker_away:
+                # Blocking Redis I/O, so on the publisher's thread; before the commit, so a task
+                # recorded as queued has its publish delay in. Failures counted while Redis is
+                # away wait in the buffer for the first round that finds it back.
+                await loop.run_in_executor(self._publisher, shared_metrics().flush)
             if published:
                 await outbox_repository.mark_sent(session, [m.message_id for m in published])
                 await task_repository.mark_queued(session, [m.task_id for m in published])
-        if messages and not broker_away:
-            # Blocking Redis I/O, so on the publisher's thread. Failures counted while Redis is
-            # away wait in the buffer for the first round that finds it back.
-            await loop.run_in_executor(self._publisher, shared_metrics().flush)
         if published:
             self.published_total += len(published)
             logger.info("published %d task(s); %d since start", len(published), self.published_total)

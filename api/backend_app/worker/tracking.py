@@ -190,23 +190,23 @@ class TrackedTask(Task):
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if not getattr(self.request, "tracking_skipped", False):
             self._observe_run(succeeded=True)
+            shared_metrics().flush()  # first: a record that says succeeded has its figures in
             _record(task_id, TaskStatus.succeeded, result=small_result(retval), redact=self.redacted_kwargs)
             logger.info("task %s (%s) succeeded", task_id, self.name)
-            shared_metrics().flush()
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         self._observe_run(succeeded=False)
+        shared_metrics().flush()
         _record(task_id, TaskStatus.retrying, error=describe(exc))
         logger.warning("task %s (%s) will retry: %s", task_id, self.name, describe(exc))
-        shared_metrics().flush()
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         exhausted = isinstance(exc, TransientTaskError) or self.request.retries >= (self.max_retries or 0)
         status = TaskStatus.dead if exhausted and not isinstance(exc, PermanentTaskError) else TaskStatus.failed
         self._observe_run(succeeded=False)
+        shared_metrics().flush()
         _record(task_id, status, error=describe(exc), redact=self.redacted_kwargs)
         logger.error("task %s (%s) %s: %s", task_id, self.name, status.value, describe(exc))
-        shared_metrics().flush()
 
     def _observe_run(self, *, succeeded: bool) -> None:
         # Not set when the attempt never ran (its start could not be recorded, or it was skipped).
@@ -472,9 +472,9 @@ def tracked_job(func: Callable[P, R]) -> Callable[P, R]:
             assert batch is not None
             batch.succeeded(job.id, result)  # its figures go with the batch's successes
             return result
+        shared_metrics().flush()  # first: a record that says succeeded has its figures in
         _record(job.id, TaskStatus.succeeded, result=small_result(result))
         logger.info("job %s (%s) succeeded", job.id, job.func_name)
-        shared_metrics().flush()
         return result
 
     setattr(wrapper, TRACKED_MARK, True)
