@@ -20,7 +20,8 @@ comments), waits for the replicas, then starts three servers, one uvicorn proces
 
 Each route is measured with wrk (`--threads` threads, `--connections` connections,
 `--seconds` per run), after a short warm-up of each side, in `--rounds` rounds of the three
-sides in turn (project, bare, orm, project, bare, orm); the better run of each side is kept.
+sides in turn, each round starting with the next side (project, bare, orm, then bare, orm,
+project, ...); the best run of each side is kept.
 Prints, per route, req/s of each side, the project's ratio to each baseline, p50/p99 latency,
 and every answer that was not a 2xx (or socket error) per side: a side with errors is marked,
 its req/s is not a throughput of the route. The machine is shared and noisy: read the
@@ -355,7 +356,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     print()
     print(
         f"wrk: {args.threads} threads, {args.connections} connections, {args.seconds:g} s per run,"
-        f" {args.rounds} rounds of project/bare/orm in turn; best run of each side;"
+        f" {args.rounds} rounds of project/bare/orm in turn, each side first in turn; best run of each side;"
         " ratio = project req/s / baseline req/s; ! = some answers were not 2xx (see below)"
     )
     header = (
@@ -385,7 +386,7 @@ def print_pair_table(results: list[Result], args: argparse.Namespace, sides: tup
     print()
     print(
         f"wrk: {args.threads} threads, {args.connections} connections, {args.seconds:g} s per run,"
-        f" {args.rounds} rounds of {first}/{second} in turn; best run of each side;"
+        f" {args.rounds} rounds, each side first in turn; best run of each side;"
         f" ratio = {first} req/s / {second} req/s{goal}; ! = some answers were not 2xx"
     )
     header = f"{'route':<8} {first:>9} {second:>9} {'ratio':>6}   {'p50/p99 ms: ' + first:>21} {second:>13}"
@@ -468,8 +469,11 @@ def main() -> None:
                 if args.warmup > 0:
                     for side in sides:
                         run_wrk(route, fixture, urls[side], seconds=args.warmup, **options)
-                for _ in range(args.rounds):
-                    for side in sides:
+                for round_number in range(args.rounds):
+                    # Each round starts with the next side, so an order effect (the machine
+                    # warming up or settling after the other side's run) favours none.
+                    shift = round_number % len(sides)
+                    for side in sides[shift:] + sides[:shift]:
                         run = run_wrk(route, fixture, urls[side], seconds=args.seconds, **options)
                         result.runs[side].append(run)
                         flag = f", {run.failed} failed" if run.failed else ""
