@@ -44,7 +44,7 @@ from backend_app.health.router import router as health_router
 from backend_app.jobs.router import router as jobs_router
 from backend_app.messages.router import router as messages_router
 from backend_app.metrics.database import publisher_for
-from backend_app.metrics.http import HttpMetricsMiddleware
+from backend_app.metrics.http import HttpMetricsMiddleware, flush_periodically
 from backend_app.metrics.router import router as metrics_router
 from backend_app.notifications.router import router as notifications_router
 from backend_app.posts.router import router as posts_router
@@ -76,10 +76,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # then keep checking in the background.
             await router.monitor.check()
             router.monitor.ensure_running()
-        # This process's router figures, copied where any process answering /metrics reads them.
-        publishing = None
+        # This process's router figures, copied where any process answering /metrics reads them,
+        # and its request figures, counted in memory and written there every second.
+        publishing: list[asyncio.Task[None]] = []
         if settings.metrics_enabled:
-            publishing = asyncio.create_task(publisher_for(router).publish_periodically(), name="router-metrics")
+            publishing.append(asyncio.create_task(publisher_for(router).publish_periodically(), name="router-metrics"))
+            publishing.append(asyncio.create_task(flush_periodically(), name="http-metrics"))
         # Everything made so far (imported modules, mappers, compiled models) lives as long as
         # the process: out of the collector's sight, each full collection walks only what
         # requests make. It was a tenth of a request's CPU time in the profile (issue 15). A
@@ -90,10 +92,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            if publishing is not None:
-                publishing.cancel()
+            for task in publishing:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await publishing
+                    await task
             await close_database()
 
     app = FastAPI(

@@ -31,6 +31,7 @@ from backend_app.db.lifecycle import get_database_router
 from backend_app.health.service import broker_report
 from backend_app.metrics import repository
 from backend_app.metrics.database import node_families, publisher_for
+from backend_app.metrics.http import http_figures
 from backend_app.metrics.multiprocess import forget_dead_processes, metrics_directory
 from backend_app.metrics.repository import TaskTally
 from backend_app.metrics.shared import read_families
@@ -58,6 +59,7 @@ async def scrape(settings: Settings) -> bytes:
     """The whole exposition, in Prometheus text format 0.0.4."""
     router = get_database_router()
     publisher_for(router).publish()  # this process's router figures, fresh
+    http_figures().flush()  # and its requests so far, this scrape in flight
     directory = metrics_directory()
     forget_dead_processes(directory)
 

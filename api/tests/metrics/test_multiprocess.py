@@ -3,6 +3,7 @@ worker answers a scrape reports both workers' requests, and a dead worker's coun
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from backend_app.metrics.http import FLUSH_INTERVAL_SECONDS
 from backend_app.metrics.multiprocess import _alive, forget_dead_processes
 from devtools.devstack import LocalStack
 from tests.conftest import PROBE
@@ -73,7 +75,9 @@ async def test_two_workers_give_one_combined_count(
         workers = sorted(app_processes(directory))
         assert len(workers) == 2, server.output()
 
-        # The readiness probe's requests to /health are counted too.
+        # The readiness probe's requests to /health are counted too, once each worker has
+        # written its figures (every FLUSH_INTERVAL_SECONDS).
+        await asyncio.sleep(2 * FLUSH_INTERVAL_SECONDS)
         expected = await scraped_health_count(base_url)
         sent = 0
         while min(health_count_of(directory, pid) for pid in workers) == 0 and sent < MAX_REQUESTS:
@@ -83,7 +87,11 @@ async def test_two_workers_give_one_combined_count(
             sent += 1
         assert min(health_count_of(directory, pid) for pid in workers) > 0, f"one worker answered all {sent}"
         expected += sent
-        assert sum(health_count_of(directory, pid) for pid in workers) == expected
+        await wait_until(
+            lambda: sum(health_count_of(directory, pid) for pid in workers) == expected,
+            seconds=5 * FLUSH_INTERVAL_SECONDS,
+            what=f"both workers' {expected} requests in the shared files",
+        )
 
         # Every scrape, whichever worker answers it, counts every request of both.
         assert [await scraped_health_count(base_url) for _ in range(6)] == [expected] * 6
