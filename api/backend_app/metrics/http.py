@@ -130,17 +130,21 @@ def http_figures() -> HttpFigures:
 async def flush_periodically() -> None:
     """The API lifespan's background task: this process's requests reach the files within
     FLUSH_INTERVAL_SECONDS, whichever process answers the scrape."""
-    figures = http_figures()
     try:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
-            try:
-                figures.flush()
-            except Exception:
-                logger.exception("could not write the HTTP request metrics")
+            _flush_logging_failure()
     finally:
         # Shutting down (the lifespan cancels this task): nothing counted is left behind.
-        figures.flush()
+        _flush_logging_failure()
+
+
+def _flush_logging_failure() -> None:
+    # A failed write (a full disk) costs those figures, never the API or its shutdown.
+    try:
+        http_figures().flush()
+    except Exception:
+        logger.exception("could not write the HTTP request metrics")
 
 
 class HttpMetricsMiddleware:
