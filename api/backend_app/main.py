@@ -47,6 +47,7 @@ from backend_app.metrics.database import publisher_for
 from backend_app.metrics.http import HttpMetricsMiddleware, flush_periodically
 from backend_app.metrics.router import router as metrics_router
 from backend_app.notifications.router import router as notifications_router
+from backend_app.outbox.wakeup import RelayWakeup
 from backend_app.posts.router import router as posts_router
 from backend_app.tasks.router import router as tasks_router
 from backend_app.users.router import router as users_router
@@ -76,12 +77,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # then keep checking in the background.
             await router.monitor.check()
             router.monitor.ensure_running()
-        # This process's router figures, copied where any process answering /metrics reads them,
-        # and its request figures, counted in memory and written there every second.
-        publishing: list[asyncio.Task[None]] = []
+        # The outbox relays' NOTIFY, sent after the commits that recorded tasks, not inside them
+        # (outbox/wakeup.py); this process's router figures, copied where any process answering
+        # /metrics reads them; and its request figures, counted in memory and written there
+        # every second.
+        background = [asyncio.create_task(RelayWakeup(router.primary.engine).run(), name="outbox-wakeup")]
         if settings.metrics_enabled:
-            publishing.append(asyncio.create_task(publisher_for(router).publish_periodically(), name="router-metrics"))
-            publishing.append(asyncio.create_task(flush_periodically(), name="http-metrics"))
+            background.append(asyncio.create_task(publisher_for(router).publish_periodically(), name="router-metrics"))
+            background.append(asyncio.create_task(flush_periodically(), name="http-metrics"))
         # Everything made so far (imported modules, mappers, compiled models) lives as long as
         # the process: out of the collector's sight, each full collection walks only what
         # requests make. It was a tenth of a request's CPU time in the profile (issue 15). A
@@ -92,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            for task in publishing:
+            for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, event, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 from backend_app.db.position import current_wal_insert_position
 from backend_app.outbox.models import OutboxMessage
 from backend_app.tasks.models import TaskBackend, TaskRecord, TaskStatus
 
 NOTIFY_CHANNEL = "outbox"
+
+# A session's `info` key: what to call once its transaction commits (set by record_tasks).
+_AFTER_COMMIT = "outbox_after_commit"
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,10 @@ class NewTask:
 
 
 # One round trip for the whole outbox write of a request, however many tasks it records: the
-# task records (less those whose idempotency key is taken), their outbox rows in the order
-# given, and the NOTIFY that PostgreSQL delivers only on commit.
-_RECORD_TASKS = text(
-    """
+# task records (less those whose idempotency key is taken) and their outbox rows in the order
+# given; then, unless this process's wakeup sends it after the commit (outbox/wakeup.py), the
+# NOTIFY that PostgreSQL delivers only on commit.
+_RECORD_TASKS = """
     WITH new AS (
         SELECT * FROM jsonb_to_recordset(CAST(:tasks AS jsonb)) AS new(
             position int, id text, backend text, queue text, name text, payload jsonb, owner_id bigint,
@@ -67,15 +71,21 @@ _RECORD_TASKS = text(
         SELECT task.id, task.request_id, task.trace_context FROM task JOIN new USING (id) ORDER BY new.position
         RETURNING task_id
     )
-    SELECT pg_notify('outbox', ''), ARRAY(SELECT task_id FROM message)
     """
-)
+_RECORDED = "ARRAY(SELECT task_id FROM message)"
+_RECORD_TASKS_AND_NOTIFY = text(f"{_RECORD_TASKS} SELECT pg_notify('{NOTIFY_CHANNEL}', ''), {_RECORDED}")
+_RECORD_TASKS_QUIETLY = text(f"{_RECORD_TASKS} SELECT NULL, {_RECORDED}")
 
 
-async def record_tasks(session: AsyncSession, tasks: Sequence[NewTask]) -> set[str]:
+async def record_tasks(
+    session: AsyncSession, tasks: Sequence[NewTask], *, wake_after_commit: Callable[[], None] | None = None
+) -> set[str]:
     """Record pending tasks and their outbox rows, each naming its `request_id` and
     `trace_context` (W3C traceparent/tracestate, core/tracing.py), in one statement; returns
-    the ids recorded now (an id that existed already is left as it was)."""
+    the ids recorded now (an id that existed already is left as it was).
+
+    The statement also sends the relays' NOTIFY, unless `wake_after_commit` is given: then
+    that is called once the transaction commits (never if it rolls back), to notify outside it."""
     rows = [
         {
             "position": position,
@@ -90,8 +100,31 @@ async def record_tasks(session: AsyncSession, tasks: Sequence[NewTask]) -> set[s
         }
         for position, task in enumerate(tasks)
     ]
-    result = await session.execute(_RECORD_TASKS, {"tasks": json.dumps(rows)})
+    statement = _RECORD_TASKS_AND_NOTIFY
+    if wake_after_commit is not None:
+        session.info[_AFTER_COMMIT] = wake_after_commit
+        statement = _RECORD_TASKS_QUIETLY
+    result = await session.execute(statement, {"tasks": json.dumps(rows)})
     return set(result.one()[1])
+
+
+@event.listens_for(Session, "after_commit")
+def _call_after_commit(session: Session) -> None:
+    callback = session.info.pop(_AFTER_COMMIT, None)
+    if callback is not None:
+        callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
+
+
+async def notify_relays(engine: AsyncEngine) -> None:
+    """NOTIFY the relays in a transaction of its own (autocommit: no BEGIN and COMMIT)."""
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
 
 async def add_message(session: AsyncSession, task_id: str) -> None:

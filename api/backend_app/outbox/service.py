@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend_app.core.logging import current_request_id
 from backend_app.core.tracing import current_trace_context
 from backend_app.outbox import repository as outbox_repository
+from backend_app.outbox.wakeup import running_wakeup
 from backend_app.tasks.models import TaskBackend
 from backend_app.worker.queues import QUEUES_BY_BACKEND
 from backend_app.worker.registry import TaskCall
@@ -153,7 +154,10 @@ async def _record(session: AsyncSession, tasks: list[outbox_repository.NewTask])
     ids = [task.task_id for task in tasks]
     if len(set(ids)) != len(ids):
         raise ValueError("one idempotency key given twice in one add_all")
-    recorded = await outbox_repository.record_tasks(session, tasks)
+    wakeup = running_wakeup()
+    recorded = await outbox_repository.record_tasks(
+        session, tasks, wake_after_commit=wakeup.commit_recorded_tasks if wakeup is not None else None
+    )
     for task in tasks:
         # DEBUG: a line per task would crowd the request path's log; the request id links them.
         state = "recorded" if task.task_id in recorded else "was recorded already"
