@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend_app.messages.models import Message
+
+# One INSERT ... RETURNING, built once: the unit of work's flush of a new object cost a tenth
+# of `POST /api/messages`'s CPU (issue 15's profile), and this returns the same object.
+_ADD = insert(Message).returning(Message)
+
+
+async def add(session: AsyncSession, *, sender_id: int, recipient_id: int, body: str) -> Message:
+    return (await session.scalars(_ADD, [{"sender_id": sender_id, "recipient_id": recipient_id, "body": body}])).one()
 
 
 async def threads(session: AsyncSession, user_id: int, *, limit: int, offset: int) -> tuple[list[Any], int]:

@@ -28,9 +28,7 @@ async def send(*, session: AsyncWriteSession, sender: User, recipient_id: int, b
     recipient, emailed = await notifications.active_user_and_email_wish(session, recipient_id, "message")
     if recipient is None:
         raise UnknownRecipient
-    message = Message(sender_id=sender.id, recipient_id=recipient.id, body=body)
-    session.add(message)
-    await session.flush()
+    message = await repository.add(session, sender_id=sender.id, recipient_id=recipient.id, body=body)
     # The push and, if wanted, the email: one statement for both.
     tasks = [
         outbox.Entry(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, literal_column, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -146,20 +146,22 @@ async def wants_push(session: AsyncSession, user_id: int, type: str) -> bool:
     return DEFAULT_PUSH if preference is None else preference.push
 
 
+# Built once (as auth.repository's user lookup): the message path runs it on every send.
+_ACTIVE_USER_AND_EMAIL_WISH = (
+    select(User, NotificationPreference.email)
+    .outerjoin(
+        NotificationPreference,
+        and_(NotificationPreference.user_id == User.id, NotificationPreference.type == bindparam("type")),
+    )
+    .where(User.id == bindparam("user_id"), User.deleted_at.is_(None))
+)
+
+
 async def active_user_and_email_wish(session: AsyncSession, user_id: int, type: str) -> tuple[User | None, bool]:
     """The account (None when it does not exist or was deleted, as `users.repository.get_active`)
     and whether it wants emails of `type`, in one statement: a message's send path needs
     both, and each round trip counts there (`python -m bench.http`, route `message`)."""
-    row = (
-        await session.execute(
-            select(User, NotificationPreference.email)
-            .outerjoin(
-                NotificationPreference,
-                and_(NotificationPreference.user_id == User.id, NotificationPreference.type == type),
-            )
-            .where(User.id == user_id, User.deleted_at.is_(None))
-        )
-    ).first()
+    row = (await session.execute(_ACTIVE_USER_AND_EMAIL_WISH, {"user_id": user_id, "type": type})).first()
     if row is None:
         return None, False
     user, email = row
