@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # (outbox/wakeup.py); this process's router figures, copied where any process answering
         # /metrics reads them; and its request figures, counted in memory and written there
         # every second.
-        background = [asyncio.create_task(RelayWakeup(router.primary.engine).run(), name="outbox-wakeup")]
+        background = [asyncio.create_task(RelayWakeup(router.primary.url).run(), name="outbox-wakeup")]
         if settings.metrics_enabled:
             background.append(asyncio.create_task(publisher_for(router).publish_periodically(), name="router-metrics"))
             background.append(asyncio.create_task(flush_periodically(), name="http-metrics"))

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy import delete, event, func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from backend_app.db.position import current_wal_insert_position
@@ -120,11 +121,9 @@ def _forget_after_rollback(session: Session) -> None:
     session.info.pop(_AFTER_COMMIT, None)
 
 
-async def notify_relays(engine: AsyncEngine) -> None:
-    """NOTIFY the relays in a transaction of its own (autocommit: no BEGIN and COMMIT)."""
-    async with engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        await connection.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+async def notify_relays(connection: asyncpg.Connection) -> None:
+    """NOTIFY the relays, in a transaction of its own (outbox/wakeup.py's own connection)."""
+    await connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 async def add_message(session: AsyncSession, task_id: str) -> None:

@@ -4,6 +4,7 @@ by the recording statement itself where no wakeup runs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,13 +15,13 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from backend_app.core.config import Settings
-from backend_app.db.base import create_engine
 from backend_app.db.lifecycle import close_database, get_database_router, init_database
 from backend_app.outbox import service as outbox
 from backend_app.outbox.repository import NOTIFY_CHANNEL
-from backend_app.outbox.wakeup import RelayWakeup
+from backend_app.outbox.wakeup import APPLICATION_NAME, RelayWakeup
 from backend_app.tasks.models import TaskBackend
 from devtools.devstack import LocalStack
+from tests.conftest import terminate_connections
 
 
 @dataclass
@@ -102,10 +103,7 @@ async def test_a_rolled_back_recording_wakes_nobody(app: FastAPI, listener: List
 
 async def test_commits_made_while_a_notify_is_due_share_one(stack: LocalStack, listener: Listener) -> None:
     assert stack.primary is not None
-    engine = create_engine(
-        stack.primary.url().replace("postgresql://", "postgresql+asyncpg://"), pool_size=1, max_overflow=0
-    )
-    wakeup = RelayWakeup(engine)
+    wakeup = RelayWakeup(stack.primary.url().replace("postgresql://", "postgresql+asyncpg://"))
     running = asyncio.create_task(wakeup.run())
     try:
         for _ in range(100):
@@ -118,7 +116,6 @@ async def test_commits_made_while_a_notify_is_due_share_one(stack: LocalStack, l
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-        await engine.dispose()
 
 
 async def test_a_commit_in_a_process_without_a_wakeup_notifies_itself(settings: Settings, listener: Listener) -> None:
@@ -134,13 +131,7 @@ async def test_a_commit_in_a_process_without_a_wakeup_notifies_itself(settings: 
 async def test_an_unreachable_primary_is_logged_once_and_the_wakeup_goes_on(
     unused_tcp_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = create_engine(
-        f"postgresql+asyncpg://nobody:secret@127.0.0.1:{unused_tcp_port}/nothing",
-        pool_size=1,
-        max_overflow=0,
-        connect_timeout=1,
-    )
-    wakeup = RelayWakeup(engine)
+    wakeup = RelayWakeup(f"postgresql+asyncpg://nobody:secret@127.0.0.1:{unused_tcp_port}/nothing")
     running = asyncio.create_task(wakeup.run())
     try:
         with caplog.at_level(logging.WARNING, logger="backend_app.outbox.wakeup"):
@@ -157,4 +148,28 @@ async def test_an_unreachable_primary_is_logged_once_and_the_wakeup_goes_on(
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-        await engine.dispose()
+
+
+async def test_after_its_connection_is_dropped_the_wakeup_reconnects(stack: LocalStack, listener: Listener) -> None:
+    assert stack.primary is not None
+    wakeup = RelayWakeup(stack.primary.url().replace("postgresql://", "postgresql+asyncpg://"))
+    running = asyncio.create_task(wakeup.run())
+    try:
+        wakeup.commit_recorded_tasks()
+        await listener.next_sender()
+        assert terminate_connections(stack.primary, APPLICATION_NAME) == 1
+
+        # The NOTIFY on the dropped connection may be lost (the relay's poll covers it); the
+        # next one goes out on a new connection.
+        heard = 0
+        for _ in range(2):
+            wakeup.commit_recorded_tasks()
+            with contextlib.suppress(TimeoutError):
+                await listener.next_sender(seconds=2)
+                heard += 1
+        assert heard >= 1
+        await asyncio.sleep(0.2)  # the wakeup counts a NOTIFY once the server has answered it
+        assert wakeup.notifications_sent == 1 + heard
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
