@@ -762,13 +762,18 @@ class Soak:
         from devtools.devstack import LocalStack, free_port, run_migrations
 
         self.stack = LocalStack(self.root, replicas=2, durable=False)
-        self.inbox = SmtpInbox(port=free_port())
-        self.pushes = PushEndpoint(port=free_port())
+        # Their ports are chosen once the stack's servers listen, and each sink listens at once:
+        # the stack chose its ports when it was made, so a port chosen before it started could
+        # be one of them (CI saw the SMTP sink's port taken by then).
+        self.inbox = SmtpInbox(port=0)
+        self.pushes = PushEndpoint(port=0)
         self.supervisor: Supervisor | None = None
         try:
             print(f"[soak] starting PostgreSQL (primary + 2 replicas) and Redis under {self.root}", flush=True)
             await asyncio.to_thread(self.stack.start)
+            self.inbox.port = free_port()
             self.inbox.start()
+            self.pushes.port = free_port()
             self.pushes.start()
             self.env, settings = self.environment()
             self.report = SoakReport(minutes=self.minutes, settings=settings, log_dir=str(self.root / "logs"))
